@@ -1,0 +1,14 @@
+"""mark2: distil a large teacher into a tiny, fast noise-vs-clean audio classifier.
+
+Pipeline, one module each: audio -> data -> models -> losses -> train -> evaluate.
+"""
+__version__ = "0.1.0"
+
+CLASSES = ("clean", "noise")  # class index 1 is "noise"
+
+
+def load_classifier(run_dir):
+    """A trained run as a waveform -> clip logits module (see mark2_lib.models.load_classifier)."""
+    from .models import load_classifier as _load
+
+    return _load(run_dir)

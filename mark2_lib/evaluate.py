@@ -1,0 +1,98 @@
+"""Evaluation: predictions over cached features, metrics tables, breakdowns, and KD vs hard-only."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from .data import ClipDataset, Manifest, collate_clips
+from .metrics import classification_metrics, confusion
+from .models import ClipClassifier
+
+SNR_BANDS = [-np.inf, 0, 5, 10, 15, 20, 25, np.inf]
+
+
+def predict_features(model: ClipClassifier, manifest: Manifest, features: dict, batch_size: int = 128,
+                     temperature: float = 1.0) -> dict:
+    """Run a model over cached features: clip logits, clip P(noise) and per-segment P(noise) lists."""
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(ClipDataset(manifest, features), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate_clips)
+    clip_logits, seg_p = [], []
+    with torch.no_grad():
+        for batch in loader:
+            mask = batch["segment_mask"]
+            logits, seg_logits = model(batch["features"].to(device), mask.to(device))
+            clip_logits.append(logits.float().cpu())
+            seg = torch.softmax(seg_logits.float().cpu() / temperature, dim=-1)[..., 1]
+            seg_p.extend(seg[i][mask[i]].numpy() for i in range(len(mask)))
+    logits = torch.cat(clip_logits) if clip_logits else torch.zeros(0, 2)
+    return {
+        "clip_id": list(manifest.df["clip_id"]),
+        "logits": logits.numpy(),
+        "p_noise": torch.softmax(logits / temperature, dim=-1)[:, 1].numpy(),
+        "segment_p_noise": seg_p,
+    }
+
+
+def truth_labels(truth: pd.DataFrame, clip_ids) -> np.ndarray:
+    """The annotator's expected judgement (P(noise) >= 0.5) for each clip: labels without label noise."""
+    t = truth.set_index("clip_id").loc[list(clip_ids)]
+    return (t["p_noise_annotator"].to_numpy() >= 0.5).astype(int)
+
+
+def metrics_table(predictions: dict, manifest: Manifest, truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per model: metrics against the hard labels (and against truth.csv when given)."""
+    y = manifest.df["label"].to_numpy()
+    rows = []
+    for name, p in predictions.items():
+        row = {"model": name, **classification_metrics(y, p)}
+        if truth is not None:
+            yt = truth_labels(truth, manifest.df["clip_id"])
+            row.update({f"truth_{k}": v for k, v in classification_metrics(yt, p).items()})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def confusion_matrices(predictions: dict, manifest: Manifest) -> dict:
+    y = manifest.df["label"].to_numpy()
+    return {name: confusion(y, p) for name, p in predictions.items()}
+
+
+def breakdown(predictions: dict, manifest: Manifest, truth: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Accuracy against the hard labels per value of a truth.csv column (`snr_band` bins snr_db)."""
+    t = truth.set_index("clip_id").loc[list(manifest.df["clip_id"])].reset_index()
+    if by == "snr_band":
+        t["snr_band"] = pd.cut(t["snr_db"], SNR_BANDS).astype(str).where(t["snr_db"].notna(), "no noise")
+    if by not in t:
+        raise ValueError(f"truth has no column {by!r}; columns: {list(t.columns)}")
+    y = manifest.df["label"].to_numpy()
+    out = {"n": t.groupby(by).size()}
+    for name, p in predictions.items():
+        correct = pd.Series(((np.asarray(p) >= 0.5).astype(int) == y).astype(float))
+        out[name] = correct.groupby(t[by].to_numpy()).mean()
+    return pd.DataFrame(out)
+
+
+def mean_std_table(per_seed: pd.DataFrame, group: str = "model") -> pd.DataFrame:
+    """Format a per-seed metrics frame as 'mean ± std' strings per model."""
+    metrics = [c for c in per_seed.columns if c not in (group, "seed")]
+    agg = per_seed.groupby(group, sort=False)[metrics].agg(["mean", "std"])
+    return pd.DataFrame({m: [f"{a:.3f} ± {0.0 if np.isnan(s) else s:.3f}" for a, s in zip(agg[(m, "mean")], agg[(m, "std")])]
+                         for m in metrics}, index=agg.index)
+
+
+def gap_recovery(table: pd.DataFrame, metric: str = "macro_f1", kd: str = "kd_student",
+                 hard: str = "hard_only_student", teacher: str = "teacher") -> float:
+    """Share of the teacher - hard-only gap the KD student recovers (1.0 = all of it)."""
+    gap = table.loc[teacher, metric] - table.loc[hard, metric]
+    return float((table.loc[kd, metric] - table.loc[hard, metric]) / gap) if gap else float("nan")
+
+
+def read_result(run_dir) -> dict:
+    return json.loads((Path(run_dir) / "result.json").read_text())

@@ -1,0 +1,154 @@
+"""Knowledge-distillation loss: total = alpha * SoftLoss + (1 - alpha) * HardLoss.
+
+SoftLoss is T^2 * KL(teacher_T || student_T) on temperature-softened distributions
+(Hinton et al. 2015); HardLoss is cross-entropy against the ground-truth labels.
+The teacher arrives as *probabilities* (cached teacher outputs), so it is softened in
+log space: teacher_T = softmax(log(p) / T), i.e. p^(1/T) renormalised.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PROB_SUM_TOL = 1e-3  # how far a teacher probability row may sum from 1
+
+
+def _check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise ValueError(f"temperature must be a real number, got {temperature!r}")
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    return t
+
+
+def _check_eps(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise ValueError(f"eps must be a real number, got {eps!r}")
+    e = float(eps)
+    if not (0 < e < 1):  # also rejects NaN
+        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+    return e
+
+
+def temper(probs: torch.Tensor, temperature: float, eps: float = 1e-6) -> torch.Tensor:
+    """Soften (T > 1) or sharpen (T < 1) probabilities over the last dim: softmax(log(p) / T).
+
+    Zeros are clamped to `eps` before the log, so exact 0/1 inputs stay finite.
+    T = 1 returns `probs` (up to the clamp); T -> inf tends to uniform.
+    """
+    t, e = _check_temperature(temperature), _check_eps(eps)
+    if not torch.is_tensor(probs) or not probs.is_floating_point():
+        raise ValueError("probs must be a floating-point tensor")
+    return torch.softmax(torch.log(probs.clamp_min(e)) / t, dim=-1)
+
+
+class DistillationLoss(nn.Module):
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels).
+
+    Note on alpha: torchdistill and EfficientAT put alpha on the CE (hard) term; here,
+    as in the mark2 seed and README, alpha weights the KD (soft) term.
+
+    Call as `loss(student_logits [N, C], soft_targets [N, C], hard_targets [N],
+    soft_mask=None, return_parts=False)`, where `soft_targets` are teacher
+    probabilities and `soft_mask` (bool [N]) marks the rows that have a teacher label.
+    - soft: batchmean over the masked-in rows only; masked-out rows are never read
+      (they may hold NaN). If no row is masked in, soft is a zero tensor that is still
+      attached to the graph (its gradient is 0), so backward() always works.
+    - hard: mean cross-entropy over all N rows; `class_weights` [C] weight this term
+      only, with F.cross_entropy semantics (weighted mean: divided by the summed weights).
+    - return_parts=True returns {"total", "soft", "hard"}; otherwise the total.
+    Computation runs in at least float32 (bf16/fp16 logits are upcast).
+    """
+
+    def __init__(self, alpha: float = 0.7, temperature: float = 4.0,
+                 class_weights: torch.Tensor | None = None, eps: float = 1e-6):
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+            raise ValueError(f"alpha must be a real number in [0, 1], got {alpha!r}")
+        if not (0.0 <= float(alpha) <= 1.0):  # also rejects NaN
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        self.alpha = float(alpha)
+        self.temperature = _check_temperature(temperature)
+        self.eps = _check_eps(eps)
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights)
+            if not class_weights.is_floating_point():
+                class_weights = class_weights.to(torch.get_default_dtype())
+            if class_weights.ndim != 1 or class_weights.numel() == 0:
+                raise ValueError("class_weights must be a non-empty 1-D tensor [C], "
+                                 f"got shape {tuple(class_weights.shape)}")
+            if not torch.isfinite(class_weights).all() or (class_weights < 0).any():
+                raise ValueError("class_weights must be finite and >= 0")
+            if not (class_weights > 0).any():
+                raise ValueError("class_weights must have at least one weight > 0")
+        # a buffer so .to(device) moves it; not persistent, so it never enters checkpoints
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, temperature={self.temperature}, eps={self.eps}"
+
+    def _validate(self, logits, probs, labels, mask):
+        if not torch.is_tensor(logits) or logits.ndim != 2 or not logits.is_floating_point():
+            raise ValueError("student_logits must be a float tensor [N, C], got "
+                             f"{tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__}")
+        n, c = logits.shape
+        if n == 0 or c < 2:
+            raise ValueError(f"student_logits must have N >= 1 rows and C >= 2 classes, got {(n, c)}")
+        if not torch.is_tensor(probs) or tuple(probs.shape) != (n, c) or not probs.is_floating_point():
+            raise ValueError(f"soft_targets must be a float tensor of shape {(n, c)} like student_logits, got "
+                             f"{tuple(probs.shape) if torch.is_tensor(probs) else type(probs).__name__}")
+        if not torch.is_tensor(labels) or tuple(labels.shape) != (n,):
+            raise ValueError(f"hard_targets must be a tensor of shape {(n,)}, got "
+                             f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"hard_targets must hold integer class indices, got dtype {labels.dtype}")
+        if ((labels < 0) | (labels >= c)).any():
+            raise ValueError(f"hard_targets must be class indices in [0, {c - 1}], got "
+                             f"min {int(labels.min())} max {int(labels.max())}")
+        if mask is not None:
+            if not torch.is_tensor(mask) or mask.dtype != torch.bool or tuple(mask.shape) != (n,):
+                raise ValueError(f"soft_mask must be a bool tensor of shape {(n,)}, got "
+                                 f"{(tuple(mask.shape), mask.dtype) if torch.is_tensor(mask) else type(mask).__name__}")
+        if self.class_weights is not None and self.class_weights.numel() != c:
+            raise ValueError(f"class_weights has {self.class_weights.numel()} entries "
+                             f"but student_logits has C={c} classes")
+
+    def forward(self, student_logits: torch.Tensor, soft_targets: torch.Tensor,
+                hard_targets: torch.Tensor, soft_mask: torch.Tensor | None = None,
+                return_parts: bool = False):
+        self._validate(student_logits, soft_targets, hard_targets, soft_mask)
+        dtype = torch.promote_types(student_logits.dtype, torch.float32)
+        logits = student_logits.to(dtype)
+        t = self.temperature
+
+        # soft term: only the rows with a teacher label are read or validated
+        s_logits, p = logits, soft_targets
+        if soft_mask is not None:
+            soft_mask = soft_mask.to(logits.device)
+            s_logits, p = logits[soft_mask], soft_targets.to(logits.device)[soft_mask]
+        p = p.to(device=logits.device, dtype=dtype)
+        if not torch.isfinite(p).all():
+            raise ValueError("soft_targets must be finite on the rows with a teacher label")
+        if (p < 0).any():
+            raise ValueError("soft_targets must be probabilities >= 0")
+        if p.shape[0] and ((p.sum(dim=1) - 1).abs() > PROB_SUM_TOL).any():
+            raise ValueError(f"soft_targets rows must sum to 1 (tolerance {PROB_SUM_TOL}); "
+                             "pass teacher probabilities, not logits")
+        teacher_t = torch.softmax(torch.log(p.clamp_min(self.eps)) / t, dim=1)
+        log_student_t = F.log_softmax(s_logits / t, dim=1)
+        # 'sum' / rows == 'batchmean'; with zero rows the sum is a graph-attached 0
+        kl = F.kl_div(log_student_t, teacher_t, reduction="sum") / max(p.shape[0], 1)
+        soft = kl * (t * t)
+
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device, dtype)
+        hard = F.cross_entropy(logits, hard_targets.to(logits.device).long(), weight=weight)
+
+        total = self.alpha * soft + (1.0 - self.alpha) * hard
+        if return_parts:
+            return {"total": total, "soft": soft, "hard": hard}
+        return total

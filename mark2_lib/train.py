@@ -1,0 +1,289 @@
+"""Training: AdamW + DistillationLoss, ReduceLROnPlateau, early stopping, best encoder/head,
+atomic checkpoints, resumable runs, history.csv and loss_curves.png every epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .atomic import atomic_save, atomic_write_text
+from .audio import AudioConfig
+from .data import ClipDataset, collate_clips
+from .early_stopping import EarlyStopping
+from .losses import DistillationLoss
+from .metrics import classification_metrics
+from .models import ClipClassifier, ModelConfig
+
+__all__ = ["TrainConfig", "Trainer", "EarlyStopping", "seed_everything", "atomic_save", "atomic_write_text"]
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters; every field lands in config.json."""
+
+    alpha: float = 0.7            # weight of the soft (KD) term; 0 = hard labels only
+    temperature: float = 4.0      # distillation temperature T
+    epochs: int = 30              # maximum epochs
+    patience: int = 6             # early stopping: epochs without improvement
+    min_delta: float = 0.0        # early stopping: smallest improvement that counts
+    lr: float = 3e-3              # AdamW learning rate
+    weight_decay: float = 1e-2    # AdamW weight decay
+    batch_size: int = 64          # clips per batch
+    lr_factor: float = 0.5        # ReduceLROnPlateau factor
+    lr_patience: int = 2          # ReduceLROnPlateau patience (epochs)
+    seed: int = 0                 # seeds python, numpy and torch
+    class_weights: list | None = None  # optional CE weights [clean, noise] for the hard term
+    random_segment: bool = False  # train on one random segment per clip each step (faster; augmentation)
+    device: str = "auto"          # "auto" = cuda if available, else cpu
+    amp: bool = False             # bfloat16 autocast on CUDA
+    num_workers: int = 0          # DataLoader workers
+    progress: bool = True         # tqdm bars for epochs and batches
+
+    def __post_init__(self):
+        DistillationLoss(self.alpha, self.temperature)  # validates alpha and temperature
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.patience < 0 or self.lr_patience < 0:
+            raise ValueError("patience and lr_patience must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr={self.lr} must be a positive number")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor={self.lr_factor} must be in (0, 1)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Settings that do not change the result; a resumed run may differ in these.
+RUNTIME_FIELDS = ("device", "amp", "num_workers", "progress")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": repr(random.getstate()),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
+    import ast
+    random.setstate(ast.literal_eval(state["python"]))
+
+
+def _one_random_segment(feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one real segment per clip with the global torch RNG (saved with each checkpoint)."""
+    n_real = mask.sum(dim=1)
+    pick = (torch.rand(n_real.shape) * n_real.cpu()).long().clamp_max(n_real.cpu() - 1).to(feats.device)
+    rows = torch.arange(feats.shape[0], device=feats.device)
+    return feats[rows, pick].unsqueeze(1), mask.new_ones(feats.shape[0], 1)
+
+
+class Trainer:
+    """Trains a ClipClassifier with DistillationLoss into `run_dir`; resumable from last.pt."""
+
+    def __init__(self, model: ClipClassifier, train_set: ClipDataset, val_set: ClipDataset,
+                 cfg: TrainConfig, run_dir, audio: AudioConfig, model_cfg: ModelConfig,
+                 extra_config: dict | None = None):
+        self.model, self.train_set, self.val_set, self.cfg = model, train_set, val_set, cfg
+        self.run_dir = Path(run_dir)
+        self.audio, self.model_cfg = audio, model_cfg
+        self.device = pick_device(cfg.device)
+        self.loss_fn = DistillationLoss(cfg.alpha, cfg.temperature, class_weights=(
+            torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None))
+        self.config = {
+            "train": cfg.to_dict(), "audio": audio.to_dict(), "model": model_cfg.to_dict(),
+            "n_train": len(train_set), "n_val": len(val_set), **(extra_config or {}),
+        }
+
+    # -- one pass -------------------------------------------------------------------------
+    def _loader(self, dataset, shuffle: bool, epoch: int) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)  # same order on resume
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, generator=gen,
+                          collate_fn=collate_clips, num_workers=self.cfg.num_workers)
+
+    def _run_epoch(self, dataset, train: bool, epoch: int, optimizer=None) -> dict:
+        self.model.train(train)
+        sums = {"total": 0.0, "soft": 0.0, "hard": 0.0}
+        n = n_soft = 0
+        labels, probs = [], []
+        loader = self._loader(dataset, shuffle=train, epoch=epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1} {'train' if train else 'val'}", leave=False,
+                   disable=not self.cfg.progress)
+        amp = self.cfg.amp and self.device.type == "cuda"
+        for batch in bar:
+            feats = batch["features"].to(self.device)
+            mask = batch["segment_mask"].to(self.device)
+            hard = batch["label"].to(self.device)
+            soft, soft_mask = batch["soft_clip"].to(self.device), batch["soft_clip_mask"].to(self.device)
+            if train and self.cfg.random_segment:
+                feats, mask = _one_random_segment(feats, mask)
+            with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                logits, _ = self.model(feats, mask)
+                parts = self.loss_fn(logits.float(), soft, hard, soft_mask=soft_mask, return_parts=True)
+            if train:
+                optimizer.zero_grad(set_to_none=True)
+                parts["total"].backward()
+                optimizer.step()
+            b, b_soft = hard.shape[0], int(soft_mask.sum())
+            sums["total"] += float(parts["total"]) * b
+            sums["hard"] += float(parts["hard"]) * b
+            sums["soft"] += float(parts["soft"]) * b_soft  # the soft term averages over rows with a teacher
+            n, n_soft = n + b, n_soft + b_soft
+            if not train:
+                labels.append(hard.cpu())
+                probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu())
+            bar.set_postfix(loss=f"{sums['total'] / n:.4f}")
+        out = {"total": sums["total"] / n, "hard": sums["hard"] / n,
+               "soft": sums["soft"] / n_soft if n_soft else float("nan")}
+        if not train:
+            out.update(classification_metrics(torch.cat(labels).numpy(), torch.cat(probs).numpy()))
+        return out
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        """Train until early stopping or `epochs`; returns the summary also written to result.json."""
+        cfg, run = self.cfg, self.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        self.model.to(self.device)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
+        early = EarlyStopping(patience=cfg.patience, min_delta=cfg.min_delta, mode="min", monitor="val_loss")
+        history: list[dict] = []
+        start_epoch = 0
+
+        last = run / "last.pt"
+        if resume and last.exists():
+            self._check_same_config(run / "config.json")
+            state = torch.load(last, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            early.load_state_dict(state["early_stopping"])
+            _set_rng_state(state["rng"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"]) + 1
+            if state.get("finished"):
+                return self._result(history, early)
+        else:
+            seed_everything(cfg.seed)
+            for stale in ("last.pt", "result.json", "encoder.pt", "head.pt", "history.csv"):
+                (run / stale).unlink(missing_ok=True)
+        atomic_write_text(json.dumps(self.config, indent=2, default=str), run / "config.json")
+
+        finished = False
+        epochs = tqdm(range(start_epoch, cfg.epochs), desc=f"train {run.name}", initial=start_epoch,
+                      total=cfg.epochs, disable=not cfg.progress)
+        for epoch in epochs:
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            tr = self._run_epoch(self.train_set, True, epoch, optimizer)
+            with torch.no_grad():
+                va = self._run_epoch(self.val_set, False, epoch)
+            scheduler.step(va["total"])
+            stop = early.step(va["total"])
+            row = {"epoch": epoch + 1, "lr": lr,
+                   **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()},
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            if early.best_epoch == epoch:  # the best epoch so far: save the seed's "best encoder and head"
+                atomic_save(self.model.encoder.state_dict(), run / "encoder.pt")
+                atomic_save(self.model.head.state_dict(), run / "head.pt")
+            finished = stop or epoch + 1 == cfg.epochs
+            atomic_save({
+                "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "early_stopping": early.state_dict(),
+                "rng": _rng_state(), "epoch": epoch, "history": history, "finished": finished,
+            }, last)
+            self._write_history(history)
+            epochs.set_postfix(val_loss=f"{va['total']:.4f}", f1=f"{va['macro_f1']:.3f}", lr=f"{lr:.1e}")
+            if stop:
+                break
+        epochs.close()
+        return self._result(history, early)
+
+    # -- outputs ----------------------------------------------------------------------------
+    def _check_same_config(self, path: Path) -> None:
+        if not path.exists():
+            return
+        old = json.loads(path.read_text())
+        new = json.loads(json.dumps(self.config, default=str))
+        strip = lambda c: {**c, "train": {k: v for k, v in c.get("train", {}).items() if k not in RUNTIME_FIELDS}}
+        if strip(old) != strip(new):
+            diff = sorted(k for k in set(old) | set(new) if strip(old).get(k) != strip(new).get(k))
+            raise ValueError(f"{path}: cannot resume, the run was started with a different configuration "
+                             f"(differs in {diff}); use another run name or resume=False")
+
+    def _write_history(self, history: list[dict]) -> None:
+        from .plots import plot_loss_curves  # matplotlib is only needed once there is a history
+
+        df = pd.DataFrame(history)
+        atomic_write_text(df.to_csv(index=False, float_format="%.6g"), self.run_dir / "history.csv")
+        plot_loss_curves(df, path=self.run_dir / "loss_curves.png", title=self.run_dir.name)
+
+    def _result(self, history: list[dict], early: EarlyStopping) -> dict:
+        best = history[early.best_epoch] if early.best_epoch is not None and history else {}
+        if early.stop_reason:
+            reason = early.stop_reason
+        elif history and len(history) >= self.cfg.epochs:
+            reason = f"reached the epoch budget ({self.cfg.epochs})"
+        else:
+            reason = "not finished"
+        result = {
+            "run_dir": str(self.run_dir), "epochs_run": len(history),
+            "best_epoch": int(early.best_epoch) + 1 if early.best_epoch is not None else None,
+            "stop_reason": reason,
+            "best": {k: v for k, v in best.items() if k.startswith("val_")},
+        }
+        atomic_write_text(json.dumps(result, indent=2), self.run_dir / "result.json")
+        return result
+
+
+def train_run(run_dir, manifest, features: dict, soft_labels, cfg: TrainConfig, audio: AudioConfig,
+              model_cfg: ModelConfig, resume: bool = True, extra_config: dict | None = None) -> dict:
+    """Seed, build the model, train on the train split, validate on val; returns the run's summary.
+
+    Soft labels are restricted to train and val clips first, so a test clip's teacher
+    label can never reach training.
+    """
+    from .models import ClipClassifier
+
+    seed_everything(cfg.seed)
+    model = ClipClassifier(audio, model_cfg)
+    train_m, val_m = manifest.split("train"), manifest.split("val")
+    if len(train_m) == 0 or len(val_m) == 0:
+        raise ValueError(f"need train and val clips, got {len(train_m)} train and {len(val_m)} val")
+    if soft_labels is not None:
+        soft_labels = soft_labels.restrict(list(train_m.clip_ids) + list(val_m.clip_ids))
+    trainer = Trainer(model, ClipDataset(train_m, features, soft_labels), ClipDataset(val_m, features, soft_labels),
+                      cfg, run_dir, audio, model_cfg, extra_config)
+    return trainer.fit(resume=resume)

@@ -1,0 +1,50 @@
+"""Run the numbered notebooks headlessly with papermill, in order, timing each one."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .paths import repo_root
+
+KERNEL = "python3"
+
+
+def numbered_notebooks(folder=None) -> list[Path]:
+    """`notebooks/NN_*.ipynb` in order."""
+    folder = Path(folder) if folder else repo_root() / "notebooks"
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebook(path, out_path, parameters: dict | None = None, timeout: int = 900, cwd=None) -> float:
+    """Execute one notebook into `out_path`; raises papermill's PapermillExecutionError on failure."""
+    import papermill as pm
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    pm.execute_notebook(
+        str(path), str(out_path), parameters=parameters or {}, kernel_name=KERNEL,
+        execution_timeout=timeout, cwd=str(cwd) if cwd else None, progress_bar=False,
+    )
+    return time.perf_counter() - t0
+
+
+def run_all(out_dir=None, parameters: dict[str, dict] | None = None, timeout: int = 900,
+            only: list[str] | None = None) -> list[tuple[str, float]]:
+    """Run every numbered notebook (or those whose name starts with an entry of `only`)."""
+    out_dir = Path(out_dir) if out_dir else repo_root() / "runs" / "executed"
+    parameters = parameters or {}
+    times = []
+    for nb in numbered_notebooks():
+        if only and not any(nb.name.startswith(o) for o in only):
+            continue
+        print(f"==> {nb.name} -> {out_dir / nb.name}", flush=True)
+        seconds = run_notebook(nb, out_dir / nb.name, parameters.get(nb.stem, {}), timeout, cwd=nb.parent)
+        times.append((nb.name, seconds))
+        print(f"    done in {seconds:.1f} s", flush=True)
+    total = sum(s for _, s in times)
+    print("\nnotebook                          seconds")
+    for name, s in times:
+        print(f"{name:<32} {s:8.1f}")
+    print(f"{'total':<32} {total:8.1f}")
+    return times

@@ -1,0 +1,309 @@
+"""DistillationLoss against a plain reference written from the formulas."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mark2_lib.losses import DistillationLoss, temper
+
+EPS = 1e-6
+
+
+# ---------------------------------------------------------------- reference
+
+def ref_temper(p, T, eps=EPS):
+    """p^(1/T), renormalised: the same as softmax(log p / T), written out by hand."""
+    q = p.clamp_min(eps) ** (1.0 / T)
+    return q / q.sum(dim=1, keepdim=True)
+
+
+def ref_log_softmax(z):
+    m = z.max(dim=1, keepdim=True).values
+    return z - m - torch.log(torch.exp(z - m).sum(dim=1, keepdim=True))
+
+
+def ref_soft(logits, p, T, eps=EPS):
+    """T^2 * mean over rows of sum_c q_c (log q_c - log s_c)."""
+    if logits.shape[0] == 0:
+        return torch.zeros((), dtype=logits.dtype)
+    q = ref_temper(p, T, eps)
+    log_s = ref_log_softmax(logits / T)
+    return T * T * (q * (torch.log(q) - log_s)).sum(dim=1).mean()
+
+
+def ref_hard(logits, y, w=None):
+    nll = -ref_log_softmax(logits).gather(1, y[:, None])[:, 0]
+    if w is None:
+        return nll.mean()
+    wy = w[y]
+    return (wy * nll).sum() / wy.sum()
+
+
+def ref_total(logits, p, y, alpha, T, w=None):
+    return alpha * ref_soft(logits, p, T) + (1 - alpha) * ref_hard(logits, y, w)
+
+
+def make_batch(n, c=2, seed=0, dtype=torch.float64, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g, dtype=dtype) * scale
+    p = torch.softmax(torch.randn(n, c, generator=g, dtype=dtype) * scale, dim=1)
+    y = torch.randint(0, c, (n,), generator=g)
+    return logits, p, y
+
+
+# ---------------------------------------------------------------- matches reference
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+@pytest.mark.parametrize("T", [0.5, 1.0, 2.0, 4.0, 8.0])
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.7, 1.0])
+def test_matches_reference(n, T, alpha):
+    logits, p, y = make_batch(n, seed=n)
+    loss = DistillationLoss(alpha=alpha, temperature=T)
+    torch.testing.assert_close(loss(logits, p, y), ref_total(logits, p, y, alpha, T), rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("T", [0.5, 4.0])
+def test_matches_reference_float32(T):
+    logits, p, y = make_batch(64, seed=3)
+    want = ref_total(logits, p, y, 0.7, T)
+    got = DistillationLoss(temperature=T)(logits.float(), p.float(), y)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 32), c=st.integers(2, 5), seed=st.integers(0, 2**31 - 1),
+       alpha=st.floats(0, 1), T=st.floats(0.25, 16))
+def test_matches_reference_property(n, c, seed, alpha, T):
+    logits, p, y = make_batch(n, c, seed=seed)
+    parts = DistillationLoss(alpha=alpha, temperature=T)(logits, p, y, return_parts=True)
+    torch.testing.assert_close(parts["soft"], ref_soft(logits, p, T), rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(parts["hard"], ref_hard(logits, y), rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(parts["total"], ref_total(logits, p, y, alpha, T), rtol=1e-5, atol=1e-10)
+
+
+def test_gradient_matches_reference():
+    logits, p, y = make_batch(16, c=3, seed=5)
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    DistillationLoss(alpha=0.6, temperature=3.0)(a, p, y).backward()
+    ref_total(b, p, y, 0.6, 3.0).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-10)
+
+
+def test_defaults_follow_readme():
+    loss = DistillationLoss()
+    assert loss.alpha == 0.7 and loss.temperature == 4.0 and loss.class_weights is None
+
+
+# ---------------------------------------------------------------- parts and alpha
+
+def test_alpha_endpoints_are_pure_terms():
+    logits, p, y = make_batch(7, seed=1)
+    torch.testing.assert_close(DistillationLoss(alpha=1.0)(logits, p, y), ref_soft(logits, p, 4.0))
+    torch.testing.assert_close(DistillationLoss(alpha=0.0)(logits, p, y), ref_hard(logits, y))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.7, 1.0])
+def test_return_parts_consistent(alpha):
+    logits, p, y = make_batch(9, seed=2)
+    loss = DistillationLoss(alpha=alpha, temperature=2.0)
+    parts = loss(logits, p, y, return_parts=True)
+    assert set(parts) == {"total", "soft", "hard"}
+    assert all(torch.is_tensor(v) and v.ndim == 0 for v in parts.values())
+    torch.testing.assert_close(parts["total"], alpha * parts["soft"] + (1 - alpha) * parts["hard"])
+    torch.testing.assert_close(parts["total"], loss(logits, p, y))
+
+
+# ---------------------------------------------------------------- temperature
+
+def test_temper_matches_reference_and_limits():
+    _, p, _ = make_batch(10, c=4, seed=4)
+    for T in (0.5, 1.0, 2.0, 8.0):
+        torch.testing.assert_close(temper(p, T), ref_temper(p, T))
+    torch.testing.assert_close(temper(p, 1.0), p, rtol=1e-5, atol=1e-6)
+    flat = temper(p, 1e4)
+    torch.testing.assert_close(flat, torch.full_like(p, 0.25), rtol=0, atol=1e-3)
+    # softening never sharpens: entropy grows with T
+    ent = lambda q: -(q * q.log()).sum(1)
+    assert (ent(temper(p, 4.0)) >= ent(temper(p, 1.0)) - 1e-12).all()
+    with pytest.raises(ValueError, match="temperature"):
+        temper(p, 0.0)
+
+
+def test_temper_is_not_dividing_probabilities():
+    p = torch.tensor([[0.9, 0.1]], dtype=torch.float64)
+    # p / T would not be a distribution; p^(1/T) renormalised is
+    q = temper(p, 2.0)
+    torch.testing.assert_close(q.sum(1), torch.ones(1, dtype=torch.float64))
+    torch.testing.assert_close(q, torch.tensor([[0.75, 0.25]], dtype=torch.float64))
+
+
+def _soft_grad_norm(T, scaled):
+    logits, p, y = make_batch(32, seed=11, scale=2.0)
+    z = logits.clone().requires_grad_()
+    soft = DistillationLoss(alpha=1.0, temperature=T)(z, p, y)
+    (soft if scaled else soft / (T * T)).backward()
+    return z.grad.norm().item()
+
+
+def test_t_squared_keeps_soft_gradient_scale():
+    g1, g4, g8 = (_soft_grad_norm(T, scaled=True) for T in (1.0, 4.0, 8.0))
+    assert g4 / g1 > 0.1 and g8 / g1 > 0.1
+    u1, u8 = _soft_grad_norm(1.0, scaled=False), _soft_grad_norm(8.0, scaled=False)
+    assert u1 == pytest.approx(g1)
+    assert u8 / u1 < 0.1 * (g8 / g1)  # without T^2 the gradient shrinks by a further 1/64
+    assert u8 / u1 == pytest.approx((g8 / g1) / 64)
+
+
+# ---------------------------------------------------------------- masking
+
+def test_mask_ignores_masked_out_rows_even_garbage():
+    logits, p, y = make_batch(12, seed=6)
+    mask = torch.tensor([True, False] * 6)
+    garbage = p.clone()
+    garbage[~mask] = torch.tensor([float("nan"), -5.0], dtype=p.dtype)
+    loss = DistillationLoss(alpha=0.7, temperature=2.0)
+    a = loss(logits, p, y, soft_mask=mask, return_parts=True)
+    b = loss(logits, garbage, y, soft_mask=mask, return_parts=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    torch.testing.assert_close(a["soft"], ref_soft(logits[mask], p[mask], 2.0))
+    torch.testing.assert_close(a["hard"], ref_hard(logits, y))  # hard uses every row
+    z = logits.clone().requires_grad_()
+    loss(z, garbage, y, soft_mask=mask).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_all_true_mask_equals_no_mask():
+    logits, p, y = make_batch(5, seed=7)
+    loss = DistillationLoss()
+    torch.testing.assert_close(loss(logits, p, y, soft_mask=torch.ones(5, dtype=torch.bool)), loss(logits, p, y))
+
+
+@pytest.mark.parametrize("alpha", [0.7, 1.0])
+def test_all_masked_gives_zero_soft(alpha):
+    logits, p, y = make_batch(6, seed=8)
+    p[:] = float("nan")
+    z = logits.clone().requires_grad_()
+    parts = DistillationLoss(alpha=alpha)(z, p, y, soft_mask=torch.zeros(6, dtype=torch.bool), return_parts=True)
+    assert parts["soft"].item() == 0.0
+    torch.testing.assert_close(parts["total"], (1 - alpha) * ref_hard(logits, y))
+    parts["total"].backward()  # still attached to the graph, even with alpha = 1
+    assert torch.isfinite(z.grad).all()
+
+
+# ---------------------------------------------------------------- class weights
+
+@pytest.mark.parametrize("c", [2, 4])
+def test_class_weights_match_cross_entropy(c):
+    logits, p, y = make_batch(20, c=c, seed=9)
+    w = torch.linspace(0.5, 3.0, c, dtype=torch.float64)
+    parts = DistillationLoss(class_weights=w)(logits, p, y, return_parts=True)
+    torch.testing.assert_close(parts["hard"], F.cross_entropy(logits, y, weight=w))
+    torch.testing.assert_close(parts["hard"], ref_hard(logits, y, w))
+    torch.testing.assert_close(parts["soft"], ref_soft(logits, p, 4.0))  # soft is unweighted
+
+
+def test_class_weights_move_with_module_and_stay_out_of_state_dict():
+    loss = DistillationLoss(class_weights=torch.tensor([1.0, 2.0]))
+    assert "class_weights" not in loss.state_dict()
+    assert loss.double().class_weights.dtype == torch.float64
+
+
+# ---------------------------------------------------------------- exact 0/1 probabilities
+
+@pytest.mark.parametrize("T", [0.5, 1.0, 4.0, 8.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_hot_probabilities_are_finite(T, dtype):
+    logits, _, y = make_batch(8, seed=10, dtype=dtype)
+    p = F.one_hot(y, 2).to(dtype)
+    z = logits.clone().requires_grad_()
+    parts = DistillationLoss(temperature=T)(z, p, y, return_parts=True)
+    assert all(torch.isfinite(v) for v in parts.values())
+    parts["total"].backward()
+    assert torch.isfinite(z.grad).all()
+    torch.testing.assert_close(parts["soft"].double(), ref_soft(logits.double(), p.double(), T),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_half_precision_logits_are_upcast():
+    logits, p, y = make_batch(8, seed=12, dtype=torch.float32)
+    out = DistillationLoss()(logits.bfloat16(), p, y)
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+
+
+# ---------------------------------------------------------------- rejected input
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(alpha=-0.1), "alpha"),
+    (dict(alpha=1.5), "alpha"),
+    (dict(alpha=float("nan")), "alpha"),
+    (dict(alpha="0.5"), "alpha"),
+    (dict(temperature=0.0), "temperature"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(temperature=float("inf")), "temperature"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(eps=0.0), "eps"),
+    (dict(class_weights=torch.ones(2, 2)), "class_weights"),
+    (dict(class_weights=torch.tensor([1.0, -1.0])), "class_weights"),
+    (dict(class_weights=torch.tensor([1.0, float("nan")])), "class_weights"),
+    (dict(class_weights=torch.zeros(2)), "class_weights"),
+])
+def test_rejects_bad_constructor_args(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DistillationLoss(**kwargs)
+
+
+def _bad_calls():
+    logits, p, y = make_batch(4, seed=0, dtype=torch.float32)
+    mask = torch.ones(4, dtype=torch.bool)
+    unnorm = p.clone(); unnorm[0] = torch.tensor([0.5, 0.6])
+    neg = p.clone(); neg[1] = torch.tensor([1.2, -0.2])
+    nan = p.clone(); nan[2, 0] = float("nan")
+    inf = p.clone(); inf[3, 1] = float("inf")
+    return [
+        ((logits[0], p, y), {}, "student_logits"),                         # 1-D logits
+        ((logits[None], p, y), {}, "student_logits"),                      # 3-D logits
+        ((logits[:0], p[:0], y[:0]), {}, "student_logits"),                # empty batch
+        ((logits[:, :1], p[:, :1], y), {}, "student_logits"),              # one class
+        ((logits, p[:3], y), {}, "soft_targets"),
+        ((logits, p[:, :1], y), {}, "soft_targets"),
+        ((logits, torch.cat([p, p], 1), y), {}, "soft_targets"),
+        ((logits, p, y[:3]), {}, "hard_targets"),
+        ((logits, p, y[:, None]), {}, "hard_targets"),
+        ((logits, p, y.float()), {}, "hard_targets"),
+        ((logits, p, torch.tensor([0, 1, 2, 0])), {}, "hard_targets"),     # out of range
+        ((logits, p, torch.tensor([0, -1, 1, 0])), {}, "hard_targets"),
+        ((logits, p, y), dict(soft_mask=mask[:3]), "soft_mask"),
+        ((logits, p, y), dict(soft_mask=mask.float()), "soft_mask"),
+        ((logits, unnorm, y), {}, "soft_targets"),
+        ((logits, logits, y), {}, "soft_targets"),                         # logits, not probs
+        ((logits, neg, y), {}, "soft_targets"),
+        ((logits, nan, y), {}, "soft_targets"),
+        ((logits, inf, y), {}, "soft_targets"),
+    ]
+
+
+@pytest.mark.parametrize("args,kwargs,name", _bad_calls())
+def test_rejects_bad_call_args(args, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DistillationLoss()(*args, **kwargs)
+
+
+def test_class_weights_length_must_match_classes():
+    logits, p, y = make_batch(4, c=3, seed=0)
+    with pytest.raises(ValueError, match="class_weights"):
+        DistillationLoss(class_weights=torch.ones(2))(logits, p, y)
+
+
+def test_sum_tolerance_is_1e_3():
+    logits, _, y = make_batch(2, seed=0)
+    ok = torch.tensor([[0.5, 0.5009], [0.2, 0.8]], dtype=torch.float64)
+    bad = torch.tensor([[0.5, 0.5011], [0.2, 0.8]], dtype=torch.float64)
+    assert math.isfinite(DistillationLoss()(logits, ok, y).item())
+    with pytest.raises(ValueError, match="soft_targets"):
+        DistillationLoss()(logits, bad, y)
