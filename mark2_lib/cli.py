@@ -25,6 +25,42 @@ def _run_notebooks(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from .predict import predict_paths, summarize, write_predictions
+
+    try:
+        clips, segments = predict_paths(args.run_dir, args.paths, batch_size=args.batch_size,
+                                        segments=args.segments, progress=not args.no_progress,
+                                        threshold=args.threshold)
+    except (FileNotFoundError, ValueError) as e:  # no such run, bad options
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    written = write_predictions(clips, args.out, segments)
+    print(summarize(clips), file=sys.stderr)
+    print("wrote " + " and ".join(map(str, written)), file=sys.stderr)
+    return 1 if (clips["error"] != "").any() else 0
+
+
+def _export(args) -> int:
+    import warnings
+
+    import torch
+
+    from .predict import export_torchscript
+
+    try:
+        out = export_torchscript(args.run_dir, args.out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        sample_rate = torch.jit.load(str(out)).sample_rate  # read back: the file loads
+    print(f"wrote {out}: waveform [B, samples] at sample_rate={sample_rate} Hz -> clip logits [B, 2] "
+          f"(index 1 = noise)")
+    return 0
+
+
 def main(argv=None) -> int:
     from .paths import DEFAULT_DATA, DEFAULT_TEACHER_POOL
 
@@ -44,6 +80,33 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=int, default=900, help="per-cell timeout, seconds")
     p.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
     p.set_defaults(func=_run_notebooks)
+
+    p = sub.add_parser(
+        "predict", help="score audio files and folders with a trained run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score audio files (and folders, recursed) with a trained run; long files are streamed.",
+        epilog="""output:
+  --out CSV             one row per file: path, p_noise, label (clean|noise), n_segments, error
+                        (error is empty for scored files; for a missing, empty, unreadable,
+                        truncated or NaN/inf file it holds the message and the score is empty)
+  <out stem>_segments.csv  with --segments, one row per segment: path, segment (0-based),
+                        start_s, end_s (seconds, end clipped to the file's length), p_noise, label
+audio files in folders: .wav .flac .ogg .mp3 .aiff .aif .opus (any case); other rates and
+stereo are resampled / mixed to mono. A summary goes to stderr; the exit status is 1 when any
+file failed, 2 when the run folder or an option is bad.""")
+    p.add_argument("run_dir", help="training run folder (config.json, encoder.pt, head.pt)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
+    p.add_argument("--out", default="predictions.csv", help="clip-level CSV (default predictions.csv)")
+    p.add_argument("--segments", action="store_true", help="also write <out stem>_segments.csv")
+    p.add_argument("--batch-size", type=int, default=64, help="segments per forward pass (default 64)")
+    p.add_argument("--threshold", type=float, default=0.5, help="label 'noise' when p_noise >= this")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="write a run as a TorchScript module (waveform in, clip logits out)")
+    p.add_argument("run_dir", help="training run folder")
+    p.add_argument("--out", default="student.ts", help="output file (default student.ts)")
+    p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)
     return args.func(args)

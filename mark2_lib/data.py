@@ -526,3 +526,24 @@ def collate_clips(batch: list[dict]) -> dict:
                 soft_segment=soft_segment, soft_segment_mask=soft_segment_mask,
                 clip_id=[b["clip_id"] for b in batch],
                 index=torch.tensor([b["index"] for b in batch], dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- one call for notebooks
+
+def open_dataset(data_dir, audio_cfg: AudioConfig, cache_dir, soft_labels=None, *, on_error: str = "raise",
+                 progress: bool = True) -> tuple[Manifest, dict, SoftLabels | None, str]:
+    """labels.csv + cached features + soft labels of a data folder, and a key naming exactly this data.
+
+    `soft_labels`: a CSV path or list of them; None uses `data_dir/soft_labels.csv` when it exists.
+    The key hashes labels.csv, the soft labels and the AudioConfig, so cached runs are reused only
+    for identical data.
+    """
+    data_dir = Path(data_dir)
+    manifest = load_labels(data_dir / "labels.csv", on_error=on_error, sample_rate=audio_cfg.sample_rate)
+    features = FeatureCache(cache_dir, audio_cfg).features(manifest, progress=progress)
+    if soft_labels is None and (data_dir / "soft_labels.csv").is_file():
+        soft_labels = data_dir / "soft_labels.csv"
+    soft = load_soft_labels(soft_labels, manifest, on_error=on_error) if soft_labels else None
+    files = [data_dir / "labels.csv"] + ([Path(p) for p in soft.source] if soft else [])
+    key = hashlib.sha1("|".join([audio_cfg.key()] + [file_sha1(f) for f in files]).encode()).hexdigest()[:12]
+    return manifest, features, soft, key

@@ -96,3 +96,20 @@ def gap_recovery(table: pd.DataFrame, metric: str = "macro_f1", kd: str = "kd_st
 
 def read_result(run_dir) -> dict:
     return json.loads((Path(run_dir) / "result.json").read_text())
+
+
+def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: int, batch_size: int = 16,
+                    repeats: int = 3) -> float:
+    """Seconds of audio processed per second of wall time (features + model), median of `repeats`."""
+    import time
+
+    model.eval()
+    times = []
+    with torch.no_grad():
+        model(waves[:batch_size])  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(0, len(waves), batch_size):
+                model(waves[i:i + batch_size])
+            times.append(time.perf_counter() - t0)
+    return waves.numel() / sample_rate / float(np.median(times))

@@ -78,3 +78,15 @@ def compare_kd(root, manifest: Manifest, features: dict, soft: SoftLabels, base:
     rows.append({"model": "teacher", "seed": None, **classification_metrics(y, p_teacher)})
     per_seed = pd.DataFrame(rows)
     return per_seed, mean_std_table(per_seed)
+
+
+def grid_values(value, name: str) -> list[float]:
+    """A list of floats from a list, or from text such as "0, 0.5, 1" or "[1, 2]" (papermill -p passes text)."""
+    items = value.strip("[] ").split(",") if isinstance(value, str) else list(value)
+    try:
+        out = [float(v) for v in items if str(v).strip()]
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a list of numbers, e.g. [0, 0.5, 1]") from None
+    if not out:
+        raise ValueError(f"{name} is empty")
+    return out

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write
+from .data import parse_label
 from .metrics import reliability_bins
 
 
@@ -91,3 +92,97 @@ def plot_sweep_heatmaps(table: pd.DataFrame, metrics=("val_macro_f1", "val_ece")
         sns.heatmap(grid, annot=True, fmt=".3f", cmap="viridis_r" if "ece" in metric else "viridis", ax=ax)
         ax.set_title(metric)
     return axes
+
+
+def plot_label_balance(manifest_df: pd.DataFrame, ax=None):
+    """Clips per split and hard label."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    counts = manifest_df.assign(label=manifest_df["label"].map({0: "clean", 1: "noise"})) \
+        .groupby(["split", "label"]).size().unstack(fill_value=0).reindex(["train", "val", "test"])
+    counts.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:red"])
+    ax.set_ylabel("clips")
+    ax.set_title("label balance per split")
+    return ax
+
+
+def plot_examples(examples: list[tuple[str, np.ndarray, np.ndarray, int]], sample_rate: int):
+    """Waveform (top) and log-mel of the first segment (bottom) for (title, wave, logmel [S, M, F], label) examples."""
+    fig, axes = plt.subplots(2, len(examples), figsize=(3.2 * len(examples), 4.6), squeeze=False)
+    for i, (title, wave, logmel, label) in enumerate(examples):
+        t = np.arange(len(wave)) / sample_rate
+        axes[0, i].plot(t, wave, lw=0.4, color="tab:red" if label else "tab:blue")
+        axes[0, i].set_title(title, fontsize=8)
+        axes[0, i].set_xlabel("s")
+        axes[1, i].imshow(logmel[0], origin="lower", aspect="auto", cmap="magma")
+        axes[1, i].set_xlabel("frame")
+        axes[1, i].set_ylabel("mel band")
+    fig.tight_layout()
+    return fig
+
+
+def plot_label_vs_snr(truth: pd.DataFrame, labels: pd.Series | None = None):
+    """Annotator P(noise) (curve) and drawn hard labels (dots) against SNR, one panel per noise type."""
+    noisy = truth[truth["noise_type"] != "none"]
+    types = sorted(noisy["noise_type"].unique())
+    cols = min(4, len(types))
+    rows = int(np.ceil(len(types) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, nt in zip(axes.flat, types):
+        d = noisy[noisy["noise_type"] == nt].sort_values("snr_db")
+        y = (d["label"] if labels is None else labels.loc[d.index]).map(parse_label)
+        jitter = np.random.default_rng(0).uniform(-0.04, 0.04, len(d))
+        ax.scatter(d["snr_db"], np.asarray(y, dtype=float) + jitter, s=4, alpha=0.35, color="tab:grey")
+        ax.plot(d["snr_db"], d["p_noise_annotator"], color="tab:red")
+        ax.set_title(nt, fontsize=9)
+    for ax in axes.flat[len(types):]:
+        ax.axis("off")
+    fig.supxlabel("SNR (dB)")
+    fig.supylabel("label = noise (dots), annotator P(noise) (line)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_soft_label_hist(p_noise: np.ndarray, hard: np.ndarray, ax=None, title: str = "teacher soft labels"):
+    """Histogram of the teacher's P(noise), split by the human hard label."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    bins = np.linspace(0, 1, 26)
+    for lab, name, color in ((0, "labelled clean", "tab:blue"), (1, "labelled noise", "tab:red")):
+        ax.hist(p_noise[hard == lab], bins=bins, alpha=0.6, label=name, color=color)
+    ax.set_xlabel("teacher P(noise)")
+    ax.set_ylabel("clips")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_temperature_effect(p_noise: np.ndarray, temperatures=(1, 2, 4, 8), ax=None):
+    """How temperature softens the teacher: the tempered P(noise) of every clip, one histogram per T."""
+    import torch
+
+    from .losses import temper
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.2))
+    probs = torch.tensor(np.stack([1 - p_noise, p_noise], axis=1), dtype=torch.float64)
+    bins = np.linspace(0, 1, 41)
+    for t in temperatures:
+        ax.hist(temper(probs, float(t))[:, 1].numpy(), bins=bins, histtype="step", lw=1.5, label=f"T = {t:g}")
+    ax.set_xlabel("tempered teacher P(noise)")
+    ax.set_ylabel("clips")
+    ax.set_title("temperature flattens the teacher's distribution")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_breakdown(table: pd.DataFrame, ax=None, title: str = ""):
+    """Grouped bars of per-group accuracy (columns = models, rows = groups)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    table.drop(columns=["n"], errors="ignore").plot.bar(ax=ax, rot=30)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy vs hard label")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return ax

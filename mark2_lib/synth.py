@@ -21,6 +21,7 @@ from scipy.signal import lfilter, oaconvolve
 from scipy.special import expit
 from tqdm.auto import tqdm
 
+MARKER = ".mark2-synth"  # marks a folder this module built, so rebuilding it is safe
 VERSION = 1  # bump when the generated content changes, so cached builds are regenerated
 SOURCE_TYPES = ("speech", "music", "room")
 SOURCE_PROBS = (0.45, 0.40, 0.15)
@@ -349,7 +350,11 @@ def make_default_dataset(out_dir, n_clips: int = 2000, seed: int = 0, clip_secon
               "clip_seconds": float(clip_seconds), "sample_rate": int(sample_rate)}
     if _is_built(out_dir, params):
         return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
+        raise ValueError(f"{out_dir} holds files that mark2_lib.synth did not make; "
+                         "refusing to write synthetic data there (choose a new or empty folder)")
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text("made by mark2_lib.synth; safe to regenerate\n")
     (out_dir / "synth.json").unlink(missing_ok=True)  # an interrupted build never looks complete
     n_clips, seed, sample_rate = params["n_clips"], params["seed"], params["sample_rate"]
     n_samples = int(round(clip_seconds * sample_rate))
@@ -374,3 +379,12 @@ def make_default_dataset(out_dir, n_clips: int = 2000, seed: int = 0, clip_secon
                  f"{s.p_noise:.6f}", s.label] for c, s in zip(ids, specs)])
     (out_dir / "synth.json").write_text(json.dumps(params, indent=2) + "\n")
     return out_dir
+
+
+def ensure_dataset(data_dir, n_clips: int = 2000, seed: int = 0, progress: bool = True) -> Path:
+    """Build the default dataset into a missing or empty folder, or refresh one this module built;
+    any other folder holds the user's own data and is left untouched."""
+    d = Path(data_dir)
+    if not d.exists() or not any(d.iterdir()) or (d / MARKER).exists():
+        make_default_dataset(d, n_clips=n_clips, seed=seed, progress=progress)
+    return d

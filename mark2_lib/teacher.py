@@ -41,7 +41,7 @@ def pretrain_teacher(pool_dir, run_dir, audio: AudioConfig, cfg: TrainConfig, ca
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling: the T > 0 that minimises the NLL of softmax(logits / T) on held-out clips."""
     logits = torch.as_tensor(logits, dtype=torch.float64)
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    labels = torch.tensor(np.asarray(labels), dtype=torch.long)
 
     def nll(log_t: float) -> float:
         return float(torch.nn.functional.cross_entropy(logits / np.exp(log_t), labels))

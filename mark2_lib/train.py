@@ -154,9 +154,9 @@ class Trainer:
                 parts["total"].backward()
                 optimizer.step()
             b, b_soft = hard.shape[0], int(soft_mask.sum())
-            sums["total"] += float(parts["total"]) * b
-            sums["hard"] += float(parts["hard"]) * b
-            sums["soft"] += float(parts["soft"]) * b_soft  # the soft term averages over rows with a teacher
+            sums["total"] += parts["total"].item() * b
+            sums["hard"] += parts["hard"].item() * b
+            sums["soft"] += parts["soft"].item() * b_soft  # the soft term averages over rows with a teacher
             n, n_soft = n + b, n_soft + b_soft
             if not train:
                 labels.append(hard.cpu())
@@ -165,7 +165,11 @@ class Trainer:
         out = {"total": sums["total"] / n, "hard": sums["hard"] / n,
                "soft": sums["soft"] / n_soft if n_soft else float("nan")}
         if not train:
-            out.update(classification_metrics(torch.cat(labels).numpy(), torch.cat(probs).numpy()))
+            y, p = torch.cat(labels).numpy(), torch.cat(probs).numpy()
+            metrics = classification_metrics(y, p if np.isfinite(p).all() else np.zeros_like(p))
+            if not np.isfinite(p).all():  # diverged: metrics are undefined; the NaN loss stops the run
+                metrics = {k: float("nan") for k in metrics}
+            out.update(metrics)
         return out
 
     # -- the loop ---------------------------------------------------------------------------

@@ -1,12 +1,21 @@
 """Run the numbered notebooks headlessly with papermill, in order, timing each one."""
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
 from .paths import repo_root
 
 KERNEL = "python3"
+
+
+def _kernel_uses_this_python() -> None:
+    """The python3 kernelspec runs `python` from PATH: make that this interpreter (the project's venv)."""
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 def numbered_notebooks(folder=None) -> list[Path]:
@@ -19,6 +28,7 @@ def run_notebook(path, out_path, parameters: dict | None = None, timeout: int = 
     """Execute one notebook into `out_path`; raises papermill's PapermillExecutionError on failure."""
     import papermill as pm
 
+    _kernel_uses_this_python()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

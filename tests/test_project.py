@@ -84,6 +84,20 @@ def test_notebook_is_clean_with_one_parameters_cell(path):
         assert re.match(r"^\w+: [\w\[\], |]+ = .+  # \S", line), f"untyped or undocumented parameter: {line!r}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_documents_every_parameter(path):
+    from papermill.inspection import inspect_notebook
+
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    names = [l.split(":")[0] for l in "".join(cell["source"]).splitlines() if l.strip() and not l.startswith("#")]
+    inferred = inspect_notebook(str(path))
+    assert list(inferred) == names, "papermill could not parse some parameter lines (no '=' in comments)"
+    for name, p in inferred.items():
+        assert p["help"].strip(), f"{name} has no help comment"
+        assert p["inferred_type_name"] != "None", f"{name} has no type"
+
+
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "set -euo pipefail" in ci

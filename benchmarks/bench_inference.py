@@ -1,0 +1,207 @@
+"""Inference speed and memory of the student against the teacher, on the same audio, in one run.
+
+    python benchmarks/bench_inference.py                       # 10 min of default-data audio, 1 and 2 threads
+    python benchmarks/bench_inference.py --student-run runs/student --teacher-run runs/teacher --threads 2
+
+Audio: `--minutes` of the default dataset's clips (synth.render_clip, 2 s each, seed 0) joined
+into `--clip-seconds` waveforms at 16 kHz, generated once and shared by every configuration.
+Eval mode, inference_mode, batches of `--batch-size` waveforms, torch.set_num_threads(threads):
+
+  end to end     WaveformClassifier(wave batch) -> clip logits: segmenting + log-mel + model
+  features       the front end alone (segment + log-mel)
+  model          the model alone on precomputed features (ClipClassifier(features, mask))
+
+Each is `--warmup` passes over all the audio, then the median of `--repeat` timed passes,
+reported as x real time (seconds of audio per second of wall time). One subprocess per thread
+count times both models with their passes interleaved, so a busy machine slows both alike.
+Peak memory: a fresh subprocess per (model, threads) runs two end-to-end passes; ru_maxrss
+minus the RSS just before them (model and audio already loaded).
+Goals on 2 cores: student >= 1000x real time end to end, and >= 10x faster than the teacher.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GOAL_RT, GOAL_RATIO = 1000.0, 10.0
+
+
+def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """`[n_waves, clip_seconds * sr]` float32: consecutive 2 s default-data clips joined end to end."""
+    from mark2_lib.synth import render_clip
+
+    part = int(2 * sample_rate)
+    n_total = int(round(minutes * 60 * sample_rate))
+    wave_len = int(round(clip_seconds * sample_rate))
+    n_waves = max(n_total // wave_len, 1)
+    n_parts = -(-n_waves * wave_len // part)
+    audio = np.concatenate([render_clip(seed, i, part, sample_rate)[1] for i in range(n_parts)])
+    return audio[:n_waves * wave_len].astype(np.float32).reshape(n_waves, wave_len)
+
+
+def rss_mb() -> float:
+    """Current resident set size, MiB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def load(size: str, run):
+    """(WaveformClassifier in eval mode, AudioConfig): a trained run, or an untrained build_model(size)."""
+    from mark2_lib.audio import AudioConfig
+    from mark2_lib.models import WaveformClassifier, build_model, load_classifier
+
+    if run:
+        config = json.loads((Path(run) / "config.json").read_text())
+        return load_classifier(run), AudioConfig.from_dict(config["audio"])
+    audio_cfg = AudioConfig()
+    return WaveformClassifier(audio_cfg, build_model(size, audio_cfg)).eval(), audio_cfg
+
+
+def time_worker(args) -> dict:
+    """Timings of both models at one thread count, passes interleaved so that both see the same load."""
+    import torch
+
+    from mark2_lib.models import count_parameters, macs_per_second
+
+    torch.set_num_threads(args.threads[0])
+    waves = torch.from_numpy(np.load(args.audio))
+    batches = list(waves.split(args.batch_size))
+    tasks, out = {}, {}
+    with torch.inference_mode():
+        for size, run in (("student", args.student_run), ("teacher", args.teacher_run)):
+            model, audio_cfg = load(size, run)
+            feats = [(model.features(b), torch.ones(b.shape[0], 1, dtype=torch.bool)) for b in batches]
+            feats = [(f, m.expand(f.shape[:2]).contiguous()) for f, m in feats]
+            tasks[size, "end_to_end"] = lambda m=model: [m(b) for b in batches]
+            tasks[size, "features"] = lambda m=model: [m.features(b) for b in batches]
+            tasks[size, "model"] = lambda m=model, f=feats: [m.model(*x) for x in f]
+            out[size] = {"params": count_parameters(model.model), "seconds": waves.numel() / audio_cfg.sample_rate,
+                         "macs_per_s": macs_per_second(model.model, audio_cfg)}
+        for _ in range(args.warmup):
+            for fn in tasks.values():
+                fn()
+        times = {k: [] for k in tasks}
+        for _ in range(args.repeat):
+            for k, fn in tasks.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    for (size, what), t in times.items():
+        out[size][what] = statistics.median(t)
+        out[size][what + "_best"] = min(t)
+    return out
+
+
+def memory_worker(args) -> dict:
+    """Peak RSS rise of end-to-end inference for one model at one thread count (its own process)."""
+    import torch
+
+    torch.set_num_threads(args.threads[0])
+    model, _ = load(args.size, args.run)
+    batches = list(torch.from_numpy(np.load(args.audio)).split(args.batch_size))
+    before = rss_mb()
+    with torch.inference_mode():
+        for _ in range(2):
+            for b in batches:
+                model(b)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_mb": peak - before, "process_peak_mb": peak}
+
+
+def run_worker(kind: str, threads: int, audio_path: Path, args, size: str = "") -> dict:
+    """Run one worker in a fresh `python` with `threads` torch/OpenMP threads; returns its JSON."""
+    cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--audio", str(audio_path),
+           "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
+    for flag, value in (("--size", size), ("--student-run", args.student_run), ("--teacher-run", args.teacher_run),
+                        ("--run", args.student_run if size == "student" else args.teacher_run if size else None)):
+        if value:
+            cmd += [flag, str(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        sys.exit(f"{kind} worker ({size or 'both models'}, {threads} threads) failed:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="minutes of audio (default 10)")
+    ap.add_argument("--clip-seconds", type=float, default=10.0, help="length of each waveform (default 10)")
+    ap.add_argument("--batch-size", type=int, default=8, help="waveforms per forward pass (default 8)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed passes first (default 2)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed passes; the median is shown (default 5)")
+    ap.add_argument("--student-run", type=Path, help="trained student run folder (default: untrained build_model)")
+    ap.add_argument("--teacher-run", type=Path, help="trained teacher run folder (default: untrained build_model)")
+    # internal: one configuration in a subprocess
+    ap.add_argument("--worker", choices=["time", "memory"], help=argparse.SUPPRESS)
+    ap.add_argument("--size", help=argparse.SUPPRESS)
+    ap.add_argument("--audio", help=argparse.SUPPRESS)
+    ap.add_argument("--run", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps((time_worker if args.worker == "time" else memory_worker)(args)))
+        return
+
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="mark2_bench_") as tmp:
+        audio_path = Path(tmp) / "audio.npy"
+        t0 = time.perf_counter()
+        waves = make_audio(args.minutes, args.clip_seconds)
+        np.save(audio_path, waves)
+        print(f"{waves.shape[0]} waveforms x {args.clip_seconds:g} s = {waves.size / 16000:.0f} s of audio "
+              f"(generated in {time.perf_counter() - t0:.1f} s); batches of {args.batch_size}", flush=True)
+        results = {}
+        for threads in args.threads:
+            print(f"  timing both models on {threads} thread(s) ...", flush=True)
+            timing = run_worker("time", threads, audio_path, args)
+            for size in ("student", "teacher"):
+                print(f"  peak memory of the {size} on {threads} thread(s) ...", flush=True)
+                results[size, threads] = {**timing[size], **run_worker("memory", threads, audio_path, args, size)}
+
+    print()
+    head = (f"{'model':<9}{'threads':>8}{'end to end':>12}{'(best)':>9}{'features':>10}{'model':>9}"
+            f"{'params':>9}{'MMAC/s':>8}{'peak MB':>9}")
+    print(head + "\n" + "-" * len(head))
+    for (size, threads), r in results.items():
+        rt = {k: r["seconds"] / r[k] for k in ("end_to_end", "end_to_end_best", "features", "model")}
+        best = f"({rt['end_to_end_best']:.0f}x)"
+        print(f"{size:<9}{threads:>8}{rt['end_to_end']:>11.0f}x{best:>9}{rt['features']:>9.0f}x{rt['model']:>8.0f}x"
+              f"{r['params']:>9,}{r['macs_per_s'] / 1e6:>8.2f}{r['peak_mb']:>9.1f}")
+    print(f"\nx real time = seconds of audio per second of wall time: median of {args.repeat} passes over all "
+          f"the audio after {args.warmup} warm-up passes, student and teacher passes interleaved in one process "
+          "per thread count (best = fastest pass); features = segment + log-mel only; model = on precomputed "
+          "features; MMAC/s = model multiply-accumulates per second of audio (front end excluded); "
+          "peak MB = ru_maxrss rise over two end-to-end passes, in a fresh process per model and thread count.")
+    for threads in args.threads:
+        s, t = results["student", threads], results["teacher", threads]
+        ratio = t["end_to_end"] / s["end_to_end"]
+        rt = s["seconds"] / s["end_to_end"]
+        print(f"{threads} thread(s): student {rt:.0f}x real time end to end "
+              f"({'meets' if rt >= GOAL_RT else 'misses'} the {GOAL_RT:.0f}x goal), "
+              f"{ratio:.1f}x faster than the teacher ({'meets' if ratio >= GOAL_RATIO else 'misses'} "
+              f"the {GOAL_RATIO:.0f}x goal); model only {t['model'] / s['model']:.1f}x, "
+              f"front end share of the student's time {s['features'] / s['end_to_end']:.0%}")
+    print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("reproduce: python " + " ".join(shlex.quote(a) for a in
+                                         ["benchmarks/bench_inference.py"] + (argv or sys.argv[1:])))
+
+
+if __name__ == "__main__":
+    main()

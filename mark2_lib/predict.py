@@ -1,0 +1,386 @@
+"""Prediction on new audio files (streamed, bounded memory) and TorchScript export of a trained run.
+
+    clips, segments = predict_paths("runs/student", ["recordings/"], segments=True)
+    export_torchscript("runs/student", "student.ts")
+
+Every file is read block by block (`block_frames` at a time), mixed to mono, resampled to the run's
+rate with an exact streaming version of `audio.resample`, and cut into the same windows as
+`audio.segment_waveform`. Windows from all files share batches through the model's segment path;
+each file's segment logits are then pooled with the model's own pooling. For a file at the run's
+sample rate the result equals `load_classifier(run)(load_audio(path)[None])` up to float rounding.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+import torchaudio
+from tqdm.auto import tqdm
+
+from .atomic import atomic_write
+from .audio import AudioConfig, DataError, check_wav_size, n_segments, segment_times
+from .models import WaveformClassifier, load_classifier
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
+CLIP_COLUMNS = ["path", "p_noise", "label", "n_segments", "error"]
+SEGMENT_COLUMNS = ["path", "segment", "start_s", "end_s", "p_noise", "label"]
+BLOCK_FRAMES = 1 << 20  # frames read per block (about a minute at 16 kHz)
+
+# ----------------------------------------------------------------------------- finding files
+
+
+def find_audio(paths) -> tuple[list[tuple[Path, str]], int]:
+    """Expand files and folders (recursively, sorted) into a list of (file, error), in argument order.
+
+    error is "" for a file to read, or the message for a PATH that does not exist or a folder
+    without audio files. A file named directly is always kept, whatever its extension (reading it
+    decides). Also returns how many non-audio files inside folders were left out.
+    """
+    entries, n_ignored, seen = [], 0, set()
+    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if p.is_dir():
+            found = []
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS:
+                    found.append(f)
+                elif f.is_file():
+                    n_ignored += 1
+            if not found:
+                entries.append((p, f"{p}: folder holds no audio files ({' '.join(AUDIO_EXTENSIONS)})"))
+        elif p.exists():
+            found = [p]
+        else:
+            entries.append((p, f"{p}: file not found"))
+            continue
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                entries.append((f, ""))
+    return entries, n_ignored
+
+
+# ----------------------------------------------------------------------------- streaming audio
+
+
+class StreamResampler:
+    """Resamples a signal block by block with exactly the result of one `audio.resample` on all of it."""
+
+    def __init__(self, orig_rate: int, new_rate: int):
+        self.resampler = torchaudio.transforms.Resample(orig_rate, new_rate)  # default sinc_interp_hann
+        g = math.gcd(orig_rate, new_rate)
+        self.o, self.n = orig_rate // g, new_rate // g  # output frame k: n samples from input [k*o - w, k*o + o + w)
+        self.w = self.resampler.width
+        self.margin = -(-self.w // self.o)  # frames of left context, so margin * o >= w
+        self.buf = np.zeros(self.margin * self.o, np.float32)  # leading zeros = torchaudio's left padding
+        self.frame = 0  # next output frame
+        self.n_in = 0   # input samples seen
+
+    def _run(self, last_frame: int | None) -> np.ndarray:
+        """Output frames self.frame .. last_frame (all the buffer allows when None)."""
+        with torch.no_grad():
+            y = self.resampler(torch.from_numpy(self.buf)).numpy()
+        y = y[self.margin * self.n:] if last_frame is None else \
+            y[self.margin * self.n:(self.margin + last_frame - self.frame + 1) * self.n]
+        return y
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Feed input samples; returns the output samples that are now final."""
+        self.buf = np.concatenate([self.buf, x])
+        self.n_in += len(x)
+        last = (self.n_in - self.w) // self.o - 1  # the last frame whose input window is complete
+        if last < self.frame:
+            return np.zeros(0, np.float32)
+        y = self._run(last)
+        self.frame = last + 1
+        start = (self.frame - self.margin) * self.o  # absolute index of the new buffer's first sample
+        self.buf = self.buf[start - (self.n_in - len(self.buf)):]
+        return y
+
+    def finish(self) -> np.ndarray:
+        """Flush at the end of the signal (zero padding on the right, as torchaudio does)."""
+        total = -(-self.n * self.n_in // self.o)  # ceil(n * length / o) samples in all
+        done = self.frame * self.n
+        if done >= total:
+            return np.zeros(0, np.float32)
+        return self._run(None)[:total - done]
+
+
+class Segmenter:
+    """Cuts a stream into `audio.segment_waveform`'s windows: `segment_samples` long, `hop_samples` apart."""
+
+    def __init__(self, cfg: AudioConfig):
+        self.win, self.hop, self.cfg = cfg.segment_samples, cfg.hop_samples, cfg
+        self.buf = np.zeros(0, np.float32)
+        self.start = 0  # absolute index of buf[0]
+        self.n = 0      # samples seen
+        self.i = 0      # next segment index
+
+    def push(self, x: np.ndarray):
+        """Feed samples; yields every window that is now complete."""
+        self.buf = np.concatenate([self.buf, x]) if len(self.buf) else x
+        self.n += len(x)
+        while self.i * self.hop + self.win <= self.n:
+            a = self.i * self.hop - self.start
+            yield self.buf[a:a + self.win].copy()
+            self.i += 1
+        drop = min(self.i * self.hop, self.n) - self.start
+        self.buf, self.start = self.buf[drop:], self.start + drop
+
+    def finish(self):
+        """Yields the remaining windows, zero-padded past the end."""
+        for i in range(self.i, n_segments(self.n, self.cfg)):
+            a = i * self.hop - self.start
+            w = self.buf[max(a, 0):a + self.win]
+            yield np.pad(w, (0, self.win - len(w)))
+        self.i = n_segments(self.n, self.cfg)
+
+
+def open_audio(path: Path) -> sf.SoundFile:
+    """Open a file for block reading, with `audio.load_audio`'s checks (missing, empty, truncated, not audio)."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as e:  # LibsndfileError / RuntimeError / TypeError
+        raise DataError(f"{path}: not a readable audio file ({e})") from None
+    try:
+        if f.format in ("WAV", "WAVEX"):
+            check_wav_size(path)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def stream_windows(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
+    """Yield one file's segment windows (float32 `[segment_samples]`) at the run's rate, in order.
+
+    Reads `block_frames` at a time, so memory stays bounded however long the file. Returns (via
+    StopIteration.value) the clip's length in samples at the run's rate. Raises DataError naming
+    the file when it is missing, empty, truncated, not audio, or holds NaN/inf samples.
+    `on_block(seconds)` is called after each block with the seconds of audio it held.
+    """
+    path = Path(path)
+    seg = Segmenter(cfg)
+    with open_audio(path) as f:
+        rs = StreamResampler(f.samplerate, cfg.sample_rate) if f.samplerate != cfg.sample_rate else None
+        while True:
+            try:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise DataError(f"{path}: not a readable audio file ({e})") from None
+            if block.shape[0] == 0:
+                break
+            if not np.isfinite(block).all():
+                raise DataError(f"{path}: audio contains NaN or inf samples")
+            x = block.mean(axis=1) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
+            yield from seg.push(rs.push(x) if rs else x)
+            if on_block:
+                on_block(block.shape[0] / f.samplerate)
+        if rs is not None:
+            yield from seg.push(rs.finish())
+    if seg.n == 0:
+        raise DataError(f"{path}: audio has 0 samples")
+    yield from seg.finish()
+    return seg.n
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class _Clip:
+    """One file's progress: segment results as they come back from the model."""
+
+    path: Path
+    logits: list = field(default_factory=list)
+    emb: list = field(default_factory=list)
+    n_samples: int = 0
+    error: str = ""
+
+
+def _as_model(run_dir_or_model) -> tuple[WaveformClassifier, AudioConfig]:
+    """(model, its AudioConfig) from a run folder (config.json) or a WaveformClassifier."""
+    if isinstance(run_dir_or_model, WaveformClassifier):
+        return run_dir_or_model, _audio_config(run_dir_or_model)
+    if isinstance(run_dir_or_model, (str, Path)):
+        model = load_classifier(run_dir_or_model)
+        config = json.loads((Path(run_dir_or_model) / "config.json").read_text())
+        return model, AudioConfig.from_dict(config["audio"])
+    raise TypeError(f"expected a run folder or a WaveformClassifier, got {type(run_dir_or_model).__name__}")
+
+
+def _audio_config(model: WaveformClassifier) -> AudioConfig:
+    """The AudioConfig a WaveformClassifier was built with, read back from its front end."""
+    mel = model.logmel.mel
+    return AudioConfig(sample_rate=model.sample_rate, segment_seconds=model.segment_samples / model.sample_rate,
+                       hop_seconds=model.hop_samples / model.sample_rate, n_fft=mel.n_fft,
+                       win_length=mel.win_length, hop_length=mel.hop_length, n_mels=mel.n_mels,
+                       f_min=mel.f_min, f_max=mel.f_max if mel.f_max is not None else model.sample_rate / 2)
+
+
+def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool = False,
+                  progress: bool = True, threshold: float = 0.5,
+                  block_frames: int = BLOCK_FRAMES) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Score audio files and folders (recursed) with a trained run or a WaveformClassifier.
+
+    Returns (clips, segments): clips has one row per file with columns path, p_noise, label
+    ("clean" | "noise" at `threshold`), n_segments and error (empty when the file was scored;
+    otherwise the message, with p_noise/label/n_segments empty). With `segments=True` the second
+    frame has one row per segment: path, segment (0-based), start_s, end_s (clipped to the
+    file's length, as `audio.segment_times`), p_noise, label; else it is None.
+    `batch_size` counts segments per forward pass (windows from different files share batches).
+    """
+    if batch_size < 1 or block_frames < 1:
+        raise ValueError(f"batch_size={batch_size} and block_frames={block_frames} must be >= 1")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold={threshold} must be in [0, 1]")
+    model, cfg = _as_model(run_dir_or_model)
+    attention = model.model.pooling == "attention" and model.model.head.attention is not None
+    entries, n_ignored = find_audio(paths)
+    clips = [_Clip(p, error=msg) for p, msg in entries]
+    was_training = model.training
+    model.eval()
+
+    batch: list[tuple[_Clip, np.ndarray]] = []
+
+    def flush():
+        if not batch:
+            return
+        x = torch.from_numpy(np.stack([w for _, w in batch]))
+        logits, emb = model.model.segment_forward(model.logmel(x))
+        for (clip, _), lg, e in zip(batch, logits, emb):
+            if not clip.error:
+                clip.logits.append(lg)
+                if attention:
+                    clip.emb.append(e)
+        batch.clear()
+
+    bar = tqdm(total=len(clips), desc="predict", unit="file", disable=not progress, file=sys.stderr)
+    seconds, last_refresh = [0.0], [0.0]
+
+    def on_block(s):
+        seconds[0] += s
+        if time.monotonic() - last_refresh[0] > 0.5:
+            bar.set_postfix_str(f"{tqdm.format_interval(seconds[0])} of audio")
+            last_refresh[0] = time.monotonic()
+
+    try:
+        with torch.inference_mode():
+            for clip in clips:
+                if not clip.error:
+                    windows = stream_windows(clip.path, cfg, block_frames, on_block)
+                    try:
+                        while True:
+                            batch.append((clip, next(windows)))
+                            if len(batch) >= batch_size:
+                                flush()
+                    except StopIteration as stop:
+                        clip.n_samples = stop.value
+                    except DataError as e:
+                        clip.error = str(e)
+                        clip.logits, clip.emb = [], []
+                bar.update(1)
+            flush()
+            clip_rows, seg_rows = [], []
+            for clip in clips:
+                clip_rows.append(_clip_row(model, clip, attention, threshold))
+                if segments and not clip.error:
+                    seg_rows += _segment_rows(clip, cfg, threshold)
+    finally:
+        bar.close()
+        model.train(was_training)
+    clip_df = pd.DataFrame(clip_rows, columns=CLIP_COLUMNS).astype({"n_segments": "Int64"})
+    clip_df.attrs["n_ignored"] = n_ignored  # non-audio files inside folders, for the summary
+    seg_df = pd.DataFrame(seg_rows, columns=SEGMENT_COLUMNS) if segments else None
+    return clip_df, seg_df
+
+
+def _clip_row(model: WaveformClassifier, clip: _Clip, attention: bool, threshold: float) -> list:
+    if clip.error:
+        return [str(clip.path), float("nan"), "", None, clip.error]
+    seg_logits = torch.stack(clip.logits)[None]                       # [1, S, C]
+    emb = torch.stack(clip.emb) if attention else seg_logits[0]       # pool only reads emb for attention
+    mask = torch.ones(seg_logits.shape[:2], dtype=torch.bool)
+    p = float(torch.softmax(model.model.pool(seg_logits, emb, mask), dim=-1)[0, 1])
+    return [str(clip.path), p, "noise" if p >= threshold else "clean", len(clip.logits), ""]
+
+
+def _segment_rows(clip: _Clip, cfg: AudioConfig, threshold: float) -> list[list]:
+    p = torch.softmax(torch.stack(clip.logits), dim=-1)[:, 1].tolist()
+    times = segment_times(clip.n_samples, cfg)
+    return [[str(clip.path), i, round(t0, 6), round(t1, 6), pi, "noise" if pi >= threshold else "clean"]
+            for i, ((t0, t1), pi) in enumerate(zip(times, p))]
+
+
+def predict_folder(run_dir_or_model, folder, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """`predict_paths` on every audio file under one folder."""
+    return predict_paths(run_dir_or_model, [folder], **kwargs)
+
+
+def write_predictions(clips: pd.DataFrame, out, segments: pd.DataFrame | None = None) -> list[Path]:
+    """Write clips to `out` and segments to `<out stem>_segments.csv` beside it (atomically); returns the paths."""
+    out = Path(out)
+    written = [atomic_write(out, lambda f: clips.to_csv(f, index=False, float_format="%.6f"), mode="w")]
+    if segments is not None:
+        seg_out = segments_path(out)
+        written.append(atomic_write(seg_out, lambda f: segments.to_csv(f, index=False, float_format="%.6f"),
+                                    mode="w"))
+    return written
+
+
+def segments_path(out) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}_segments.csv")
+
+
+def summarize(clips: pd.DataFrame, max_errors: int = 10) -> str:
+    """A few lines for the terminal: how many files were scored and failed, and the first errors."""
+    failed = clips[clips["error"] != ""]
+    ok = clips[clips["error"] == ""]
+    lines = [f"{len(clips)} files: {len(ok)} scored ({(ok['label'] == 'noise').sum()} noise, "
+             f"{(ok['label'] == 'clean').sum()} clean), {len(failed)} failed"]
+    if clips.attrs.get("n_ignored"):
+        lines.append(f"  ({clips.attrs['n_ignored']} files in the folders were not audio by extension "
+                     f"and were left out)")
+    lines += [f"  error: {e}" for e in failed["error"].head(max_errors)]
+    if len(failed) > max_errors:
+        lines.append(f"  ... and {len(failed) - max_errors} more (see the error column)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_torchscript(run_dir, out_path) -> Path:
+    """Script a run's WaveformClassifier (front end included) and save it atomically to `out_path`.
+
+    The module takes a waveform batch `[B, samples]` at `module.sample_rate` Hz and returns
+    clip logits `[B, 2]` (index 1 = noise); `segment_and_clip_logits` also gives segment logits.
+    The run's config.json travels inside the file as the extra file "config.json".
+    """
+    run_dir = Path(run_dir)
+    model = load_classifier(run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation notice
+        scripted = torch.jit.script(model)
+    wave = torch.randn(2, int(model.sample_rate * 2.3), generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        diff = (scripted(wave) - model(wave)).abs().max().item()
+    if not diff <= 1e-5:
+        raise RuntimeError(f"the scripted model differs from the eager one by {diff:g} on a test waveform")
+    extra = {"config.json": (run_dir / "config.json").read_text()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return atomic_write(out_path, lambda f: torch.jit.save(scripted, f, _extra_files=extra))

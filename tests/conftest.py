@@ -1,0 +1,29 @@
+"""Shared fixtures. Every test runs torch on TORCH_THREADS threads, so timings and bit-exact
+comparisons (also against subprocesses, which set the same count) are reproducible."""
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # plots are written headless
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TORCH_THREADS = 1
+torch.set_num_threads(TORCH_THREADS)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """(manifest, features, audio_cfg) for 48 synthetic 2 s clips (3 segments each), features cached.
+
+    The data folder is `manifest.root`; the feature cache is `manifest.root.parent / "cache"`.
+    """
+    from mark2_lib import synth
+    from mark2_lib.audio import AudioConfig
+    from mark2_lib.data import FeatureCache, load_labels
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    data_dir = synth.make_default_dataset(root / "data", n_clips=48, seed=7, progress=False)
+    audio_cfg = AudioConfig()
+    manifest = load_labels(data_dir / "labels.csv", sample_rate=audio_cfg.sample_rate)
+    features = FeatureCache(root / "cache", audio_cfg).features(manifest, progress=False)
+    return manifest, features, audio_cfg

@@ -1,0 +1,189 @@
+"""Tests for mark2_lib.models: shapes, padding, pooling, size, MACs, waveform wrapper, TorchScript, loading."""
+import json
+
+import pytest
+import torch
+
+from mark2_lib import audio
+from mark2_lib.audio import AudioConfig
+from mark2_lib.models import (POOLINGS, ClipClassifier, ModelConfig, WaveformClassifier, build_model,
+                              count_parameters, load_classifier, macs_per_second,
+                              model_config)
+
+AUDIO = AudioConfig()
+SMALL = ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, dropout=0.0)  # fast stand-in
+
+
+def make_model(cfg: ModelConfig, seed: int = 0) -> ClipClassifier:
+    """A model in eval mode whose BatchNorm statistics and affine parameters are random, not identity."""
+    torch.manual_seed(seed)
+    model = ClipClassifier(AUDIO, cfg)
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * (20.0 if m is model.encoder.input_norm else 0.3))
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + (50.0 if m is model.encoder.input_norm else 0.5))
+            m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
+            m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
+    return model.eval()
+
+
+def segments(n: int, seed: int) -> torch.Tensor:
+    """n log-mel-like segments [n, n_mels, frames] (dB values around -40)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, AUDIO.n_mels, AUDIO.n_frames, generator=g) * 10 - 40
+
+
+def reference_clip_logits(model: ClipClassifier, segs: torch.Tensor) -> torch.Tensor:
+    """Pool per-segment logits computed one segment at a time, written out per pooling mode."""
+    outs = [model.segment_forward(s[None]) for s in segs]
+    logits = torch.cat([o[0] for o in outs])             # [n, C]
+    emb = torch.cat([o[1] for o in outs])                # [n, D]
+    if model.pooling == "mean":
+        return logits.mean(dim=0)
+    if model.pooling == "max":
+        return logits.max(dim=0).values
+    w = torch.softmax(model.head.attention(emb).squeeze(-1), dim=0)  # attention
+    return (w[:, None] * logits).sum(dim=0)
+
+
+# ----------------------------------------------------------------------------- shapes, padding, pooling
+
+@pytest.mark.parametrize("size", ["student", "teacher"])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_shapes_and_pooling_match_per_segment_reference(size, pooling):
+    model = make_model(model_config(size, pooling=pooling))
+    lengths = [3, 1, 2]
+    clips = [segments(n, seed=i) for i, n in enumerate(lengths)]
+    feats = torch.zeros(len(lengths), max(lengths), AUDIO.n_mels, AUDIO.n_frames)
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.bool)
+    for i, c in enumerate(clips):
+        feats[i, :len(c)], mask[i, :len(c)] = c, True
+    with torch.no_grad():
+        clip_logits, seg_logits = model(feats, mask)
+        assert clip_logits.shape == (3, 2) and seg_logits.shape == (3, 3, 2)
+        for i, c in enumerate(clips):
+            ref_seg = torch.cat([model.segment_forward(s[None])[0] for s in c])
+            torch.testing.assert_close(seg_logits[i, :len(c)], ref_seg, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(clip_logits[i], reference_clip_logits(model, c), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_padding_segments_never_change_a_clips_logits(pooling):
+    model = make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}))
+    a, b = segments(2, seed=1), segments(5, seed=2)
+    feats = torch.stack([torch.cat([a, torch.zeros(3, AUDIO.n_mels, AUDIO.n_frames)]), b])
+    feats[0, 2] = float("nan")   # garbage in the padding: NaN, inf and huge values
+    feats[0, 3] = float("inf")
+    feats[0, 4] = 1e30
+    mask = torch.tensor([[True, True, False, False, False], [True] * 5])
+    with torch.no_grad():
+        clip, seg = model(feats, mask)
+        alone, _ = model(a[None], torch.ones(1, 2, dtype=torch.bool))
+    assert torch.isfinite(clip).all() and torch.isfinite(seg).all()
+    torch.testing.assert_close(clip[0], alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(clip[0], reference_clip_logits(model, a), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_never_reaches_batchnorm_statistics_in_training():
+    torch.manual_seed(0)
+    model = ClipClassifier(AUDIO, SMALL).train()
+    twin = ClipClassifier(AUDIO, SMALL).train()
+    twin.load_state_dict(model.state_dict())
+    a, b = segments(2, seed=3), segments(4, seed=4)
+    feats = torch.full((2, 4, AUDIO.n_mels, AUDIO.n_frames), float("nan"))
+    feats[0, :2], feats[1] = a, b
+    mask = torch.tensor([[True, True, False, False], [True] * 4])
+    model(feats, mask)
+    twin.segment_forward(torch.cat([a, b]))  # the same real segments, no padding at all
+    for (name, x), (_, y) in zip(model.state_dict().items(), twin.state_dict().items()):
+        assert torch.isfinite(x.float()).all(), name
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------------------- size and cost
+
+def test_student_is_at_least_20x_smaller_than_teacher():
+    student, teacher = count_parameters(build_model("student")), count_parameters(build_model("teacher"))
+    assert student * 20 <= teacher, (student, teacher)
+
+
+def test_macs_per_second_matches_hand_count():
+    audio_cfg = AudioConfig(n_mels=16, hop_seconds=0.25)  # 16 x 51 input, 4 segments per second
+    model = ClipClassifier(audio_cfg, ModelConfig(stem_channels=4, channels=(6, 8), blocks_per_stage=2,
+                                                  head_hidden=5, pooling="mean"))
+    # conv MACs = C_out * H_out * W_out * k*k * C_in/groups; 3x3 stride-2 pad-1 maps n -> (n - 1) // 2 + 1
+    stem = 4 * 8 * 26 * 9 * 1                                    # 1 -> 4 ch, 16x51 -> 8x26
+    stage1 = (4 * 4 * 13 * 9 + 6 * 4 * 13 * 4                     # dw stride 2 (8x26 -> 4x13), pw 4 -> 6
+              + 6 * 4 * 13 * 9 + 6 * 4 * 13 * 6)                  # dw stride 1, pw 6 -> 6
+    stage2 = (6 * 2 * 7 * 9 + 8 * 2 * 7 * 6                       # dw stride 2 (4x13 -> 2x7), pw 6 -> 8
+              + 8 * 2 * 7 * 9 + 8 * 2 * 7 * 8)                    # dw stride 1, pw 8 -> 8
+    head = 8 * 5 + 5 * 2                                          # Linear 8 -> 5, Linear 5 -> 2
+    per_segment = stem + stage1 + stage2 + head
+    assert macs_per_second(model, audio_cfg) == pytest.approx(per_segment * 4)
+
+
+# ----------------------------------------------------------------------------- waveform in
+
+@pytest.mark.parametrize("n_samples", [7000, AUDIO.segment_samples, AUDIO.segment_samples + 8000 + 123, 40000])
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, pooling):
+    model = make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}))
+    wrapped = WaveformClassifier(AUDIO, model).eval()
+    g = torch.Generator().manual_seed(n_samples)
+    waves = 0.1 * torch.randn(2, n_samples, generator=g)
+    with torch.no_grad():
+        got_clip, got_seg = wrapped.segment_and_clip_logits(waves)
+        for i, w in enumerate(waves):
+            feats = audio.clip_features(w, AUDIO)
+            assert feats.shape[0] == audio.n_segments(n_samples, AUDIO) == got_seg.shape[1]
+            ref_clip, ref_seg = model(feats[None], torch.ones(1, feats.shape[0], dtype=torch.bool))
+            torch.testing.assert_close(got_clip[i], ref_clip[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got_seg[i], ref_seg[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(wrapped(waves), got_clip, atol=0, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_torchscript_matches_eager(pooling):
+    wrapped = WaveformClassifier(AUDIO, make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}))).eval()
+    scripted = torch.jit.script(wrapped)
+    for n in (9000, 16000, 37000):
+        waves = 0.1 * torch.randn(3, n, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(waves), wrapped(waves), atol=1e-5, rtol=1e-5)
+            s_clip, s_seg = scripted.segment_and_clip_logits(waves)
+            e_clip, e_seg = wrapped.segment_and_clip_logits(waves)
+        torch.testing.assert_close(s_seg, e_seg, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- load_classifier
+
+def _write_run(run_dir, model: ClipClassifier, cfg: ModelConfig, files=("encoder.pt", "head.pt")):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"audio": AUDIO.to_dict(), "model": cfg.to_dict()}))
+    if "encoder.pt" in files:
+        torch.save(model.encoder.state_dict(), run_dir / "encoder.pt")
+    if "head.pt" in files:
+        torch.save(model.head.state_dict(), run_dir / "head.pt")
+
+
+@pytest.mark.parametrize("missing", ["encoder.pt", "head.pt", "config.json"])
+def test_load_classifier_names_the_missing_file(tmp_path, missing):
+    cfg = SMALL
+    _write_run(tmp_path, make_model(cfg), cfg)
+    (tmp_path / missing).unlink()
+    with pytest.raises(FileNotFoundError, match=missing.replace(".", r"\.")):
+        load_classifier(tmp_path)
+
+
+def test_load_classifier_restores_config_and_weights(tmp_path):
+    cfg = ModelConfig(**{**SMALL.to_dict(), "pooling": "attention", "channels": (10, 14, 18)})
+    model = make_model(cfg, seed=5)
+    _write_run(tmp_path, model, cfg)
+    loaded = load_classifier(tmp_path)
+    assert not loaded.training and not loaded.model.training
+    waves = 0.1 * torch.randn(2, 30000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(waves), WaveformClassifier(AUDIO, model).eval()(waves))
