@@ -21,7 +21,9 @@ def _make_data(args) -> int:
 def _run_notebooks(args) -> int:
     from .workbook import run_all
 
-    run_all(out_dir=args.out, timeout=args.timeout, only=args.only or None)
+    # The sliders of 04 need a live browser; headless runs draw the same figures statically.
+    run_all(out_dir=args.out, timeout=args.timeout, only=args.only or None,
+            parameters={"04_explore_alpha_T": {"interactive": False}})
     return 0
 
 
