@@ -1,9 +1,6 @@
 """Evaluation: predictions over cached features, metrics tables, breakdowns, and KD vs hard-only."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
@@ -81,7 +78,7 @@ def breakdown(predictions: dict, manifest: Manifest, truth: pd.DataFrame, by: st
 
 def mean_std_table(per_seed: pd.DataFrame, group: str = "model") -> pd.DataFrame:
     """Format a per-seed metrics frame as 'mean ± std' strings per model."""
-    metrics = [c for c in per_seed.columns if c not in (group, "seed")]
+    metrics = [c for c in per_seed.select_dtypes("number").columns if c != "seed"]
     agg = per_seed.groupby(group, sort=False)[metrics].agg(["mean", "std"])
     return pd.DataFrame({m: [f"{a:.3f} ± {0.0 if np.isnan(s) else s:.3f}" for a, s in zip(agg[(m, "mean")], agg[(m, "std")])]
                          for m in metrics}, index=agg.index)
@@ -92,10 +89,6 @@ def gap_recovery(table: pd.DataFrame, metric: str = "macro_f1", kd: str = "kd_st
     """Share of the teacher - hard-only gap the KD student recovers (1.0 = all of it)."""
     gap = table.loc[teacher, metric] - table.loc[hard, metric]
     return float((table.loc[kd, metric] - table.loc[hard, metric]) / gap) if gap else float("nan")
-
-
-def read_result(run_dir) -> dict:
-    return json.loads((Path(run_dir) / "result.json").read_text())
 
 
 def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: int, batch_size: int = 16,

@@ -64,7 +64,7 @@ def compare_kd(root, manifest: Manifest, features: dict, soft: SoftLabels, base:
                audio: AudioConfig, model_cfg: ModelConfig, data_key: str, seeds=(0, 1, 2),
                kd: tuple[float, float] = (0.7, 4.0), progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train the KD student and the hard-only student (alpha = 0, same budget) for each seed and score
-    them with the teacher on the test split. Returns (per-seed metrics, mean ± std summary)."""
+    them with the teacher on the test split. Returns (per-seed metrics with each run_dir, mean ± std summary)."""
     test = manifest.split("test")
     y = test.df["label"].to_numpy()
     rows = []
@@ -73,9 +73,9 @@ def compare_kd(root, manifest: Manifest, features: dict, soft: SoftLabels, base:
         cfg = dataclasses.replace(base, alpha=alpha, temperature=kd[1], seed=seed, progress=False)
         res = cached_train(root, f"{name}_s{seed}", manifest, features, soft, cfg, audio, model_cfg, data_key)
         p = test_predictions(res["run_dir"], test, features)
-        rows.append({"model": name, "seed": seed, **classification_metrics(y, p)})
+        rows.append({"model": name, "seed": seed, "run_dir": res["run_dir"], **classification_metrics(y, p)})
     p_teacher = np.array([soft.clip[c][1] for c in test.clip_ids])
-    rows.append({"model": "teacher", "seed": None, **classification_metrics(y, p_teacher)})
+    rows.append({"model": "teacher", "seed": None, "run_dir": None, **classification_metrics(y, p_teacher)})
     per_seed = pd.DataFrame(rows)
     return per_seed, mean_std_table(per_seed)
 
