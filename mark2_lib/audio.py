@@ -101,6 +101,14 @@ def check_wav_size(path: Path) -> None:
             pos += 8 + n + (n & 1)
 
 
+def require_file(path: Path) -> None:
+    """DataError naming the file when it is missing or empty (0 bytes)."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     """Read a file with soundfile, mix to mono, resample; returns 1-D float32 audio.
 
@@ -108,10 +116,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     or holds NaN/inf samples.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes)")
+    require_file(path)
     try:
         info = sf.info(str(path))
         if info.format in ("WAV", "WAVEX"):

@@ -116,10 +116,7 @@ def check_audio_file(path: str | Path, sample_rate: int = 16000):
     from the header alone.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes)")
+    audio.require_file(path)
     try:
         info = sf.info(str(path))
     except Exception as e:

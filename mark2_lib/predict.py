@@ -27,7 +27,7 @@ import torchaudio
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .audio import AudioConfig, DataError, check_wav_size, n_segments, segment_times
+from .audio import AudioConfig, DataError, check_wav_size, n_segments, require_file, segment_times
 from .models import WaveformClassifier, load_classifier
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
@@ -146,10 +146,7 @@ class Segmenter:
 
 def open_audio(path: Path) -> sf.SoundFile:
     """Open a file for block reading, with `audio.load_audio`'s checks (missing, empty, truncated, not audio)."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes)")
+    require_file(path)
     try:
         f = sf.SoundFile(str(path))
     except Exception as e:  # LibsndfileError / RuntimeError / TypeError

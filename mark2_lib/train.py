@@ -3,6 +3,7 @@ atomic checkpoints, resumable runs, history.csv and loss_curves.png every epoch.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
@@ -95,7 +96,6 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
-    import ast
     random.setstate(ast.literal_eval(state["python"]))
 
 
