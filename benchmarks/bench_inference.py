@@ -11,6 +11,10 @@ Eval mode, inference_mode, batches of `--batch-size` waveforms, torch.set_num_th
   features       the front end alone (segment + log-mel)
   model          the model alone on precomputed features (ClipClassifier(features, mask))
 
+Each model runs with its own front end (`models.audio_config(size)`, or the run's config.json):
+the student's 32 bands of non-overlapping 25 ms frames, framed once per clip, the teacher's 64 bands every 20 ms
+framed per segment.
+
 Each is `--warmup` passes over all the audio, then the median of `--repeat` timed passes,
 reported as x real time (seconds of audio per second of wall time). One subprocess per thread
 count times both models with their passes interleaved, so a busy machine slows both alike.
@@ -60,15 +64,15 @@ def rss_mb() -> float:
 
 
 def load(size: str, run):
-    """(WaveformClassifier in eval mode, AudioConfig): a trained run, or an untrained build_model(size)."""
-    from mark2_lib.audio import AudioConfig
+    """(WaveformClassifier in eval mode, AudioConfig): a trained run, or an untrained build_model(size)
+    with the size's own front end."""
     from mark2_lib.models import WaveformClassifier, build_model, load_classifier
 
-    if run:
-        config = json.loads((Path(run) / "config.json").read_text())
-        return load_classifier(run), AudioConfig.from_dict(config["audio"])
-    audio_cfg = AudioConfig()
-    return WaveformClassifier(audio_cfg, build_model(size, audio_cfg)).eval(), audio_cfg
+    model = load_classifier(run) if run else None
+    if model is None:
+        net = build_model(size)
+        model = WaveformClassifier(net.audio, net).eval()
+    return model, model.audio
 
 
 def time_worker(args) -> dict:
@@ -90,7 +94,9 @@ def time_worker(args) -> dict:
             tasks[size, "features"] = lambda m=model: [m.features(b) for b in batches]
             tasks[size, "model"] = lambda m=model, f=feats: [m.model(*x) for x in f]
             out[size] = {"params": count_parameters(model.model), "seconds": waves.numel() / audio_cfg.sample_rate,
-                         "macs_per_s": macs_per_second(model.model, audio_cfg)}
+                         "macs_per_s": macs_per_second(model.model, audio_cfg),
+                         "front_end": f"{audio_cfg.n_mels} mels x {audio_cfg.n_frames} frames, "
+                                      f"hop {audio_cfg.hop_length}, framing {audio_cfg.framing}"}
         for _ in range(args.warmup):
             for fn in tasks.values():
                 fn()
@@ -176,17 +182,23 @@ def main(argv=None):
 
     print()
     head = (f"{'model':<9}{'threads':>8}{'end to end':>12}{'(best)':>9}{'features':>10}{'model':>9}"
-            f"{'params':>9}{'MMAC/s':>8}{'peak MB':>9}")
+            f"{'vs teacher':>12}{'params':>9}{'MMAC/s':>8}{'peak MB':>9}")
     print(head + "\n" + "-" * len(head))
-    for (size, threads), r in results.items():
-        rt = {k: r["seconds"] / r[k] for k in ("end_to_end", "end_to_end_best", "features", "model")}
-        best = f"({rt['end_to_end_best']:.0f}x)"
-        print(f"{size:<9}{threads:>8}{rt['end_to_end']:>11.0f}x{best:>9}{rt['features']:>9.0f}x{rt['model']:>8.0f}x"
-              f"{r['params']:>9,}{r['macs_per_s'] / 1e6:>8.2f}{r['peak_mb']:>9.1f}")
+    for threads in args.threads:
+        for size in ("student", "teacher"):
+            r, t = results[size, threads], results["teacher", threads]
+            rt = {k: r["seconds"] / r[k] for k in ("end_to_end", "end_to_end_best", "features", "model")}
+            best = f"({rt['end_to_end_best']:.0f}x)"
+            ratio = f"{t['end_to_end'] / r['end_to_end']:.1f}x"
+            print(f"{size:<9}{threads:>8}{rt['end_to_end']:>11.0f}x{best:>9}{rt['features']:>9.0f}x"
+                  f"{rt['model']:>8.0f}x{ratio:>12}{r['params']:>9,}{r['macs_per_s'] / 1e6:>8.2f}{r['peak_mb']:>9.1f}")
+    for size in ("student", "teacher"):
+        print(f"{size} front end: {results[size, args.threads[0]]['front_end']}")
     print(f"\nx real time = seconds of audio per second of wall time: median of {args.repeat} passes over all "
           f"the audio after {args.warmup} warm-up passes, student and teacher passes interleaved in one process "
           "per thread count (best = fastest pass); features = segment + log-mel only; model = on precomputed "
-          "features; MMAC/s = model multiply-accumulates per second of audio (front end excluded); "
+          "features; vs teacher = the teacher's end-to-end time over this model's, at the same thread count; "
+          "MMAC/s = model multiply-accumulates per second of audio (front end excluded); "
           "peak MB = ru_maxrss rise over two end-to-end passes, in a fresh process per model and thread count.")
     for threads in args.threads:
         s, t = results["student", threads], results["teacher", threads]

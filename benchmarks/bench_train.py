@@ -5,7 +5,9 @@
 
 Timing: the same model (student, same seed), data, batch size, AdamW and DistillationLoss, one train
 pass and one validation pass per epoch. "bare loop" has no checkpoints, history, plots or progress
-bars; the trainer rows add those back one at a time, so the ratios say what each costs. Rows run
+bars; the trainer rows add those back one at a time, so the ratios say what each costs
+("PNG every epoch" forces a loss_curves.png redraw after each epoch; the default keeps redraws
+within 5 % of training time). Rows run
 interleaved, `--repeat` times, and the fastest is kept (the machine may be shared).
 
 Memory: each scale trains in a fresh subprocess (features memory-mapped from the FeatureCache) and
@@ -88,9 +90,14 @@ def trainer(manifest, features, soft, cfg: train.TrainConfig, audio_cfg, run_dir
     """(wall seconds per epoch of train_run, mean of history.csv's `seconds`: the train + val passes only)."""
     import mark2_lib.plots as plots_mod
 
-    real_plot = plots_mod.plot_loss_curves
+    class NoCurves:  # stands in for plots.LossCurves: no figure at all
+        def __init__(self, *a, **k): pass
+        def update(self, history): pass
+        def save(self, path, dpi=80): pass
+
+    real_curves = plots_mod.LossCurves
     if not plots:
-        plots_mod.plot_loss_curves = lambda *a, **k: None
+        plots_mod.LossCurves = NoCurves
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # tqdm bars (their cost is still paid)
             t0 = time.perf_counter()
@@ -98,7 +105,7 @@ def trainer(manifest, features, soft, cfg: train.TrainConfig, audio_cfg, run_dir
                                      resume=False)
             wall = time.perf_counter() - t0
     finally:
-        plots_mod.plot_loss_curves = real_plot
+        plots_mod.LossCurves = real_curves
     h = pd.read_csv(run_dir / "history.csv")
     return wall / result["epochs_run"], float(h["seconds"].mean())
 
@@ -106,14 +113,15 @@ def trainer(manifest, features, soft, cfg: train.TrainConfig, audio_cfg, run_dir
 def output_costs(run_dir: Path, repeat: int) -> dict[str, float]:
     """Seconds per epoch of each thing the trainer writes after an epoch, on a finished run's files."""
     from mark2_lib.atomic import atomic_save, atomic_write_text
-    from mark2_lib.plots import plot_loss_curves
+    from mark2_lib.plots import LossCurves
 
     state = torch.load(run_dir / "last.pt", weights_only=True)
     df = pd.read_csv(run_dir / "history.csv")
     jobs = {"last.pt checkpoint": lambda: atomic_save(state, run_dir / "bench_last.pt"),
             "history.csv": lambda: atomic_write_text(df.to_csv(index=False, float_format="%.6g"),
                                                      run_dir / "bench_history.csv"),
-            "loss_curves.png": lambda: plot_loss_curves(df, path=run_dir / "bench_loss.png", title="bench")}
+            "loss_curves.png": lambda: curves.update(df) and curves.save(run_dir / "bench_loss.png")}
+    curves = LossCurves(title="bench", pyplot=False)  # the trainer reuses one figure per run
     out = {}
     for name, job in jobs.items():
         times = []
@@ -167,7 +175,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, help="folder with labels.csv for the timing rows (default: generate)")
     ap.add_argument("--n-clips", type=int, default=400, help="generated clips for 1x (default 400; 4x = 4 times)")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per timing row (default 3)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs per timing row (default 10)")
     ap.add_argument("--rss-epochs", type=int, default=2, help="epochs per memory run (default 2)")
     ap.add_argument("--batch-size", type=int, default=64, help="clips per batch (default 64, TrainConfig's)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per timing row; the fastest is kept (default 2)")
@@ -195,6 +203,7 @@ def main(argv=None):
         tcfg = dict(epochs=args.epochs, patience=10**6, batch_size=args.batch_size, seed=0)
         rows = {"bare loop (no checkpoints/plots/tqdm)": [],
                 "train_run, progress=False, no PNG": [],
+                "train_run, progress=False, PNG every epoch": [],
                 "train_run, progress=False": [],
                 "train_run, defaults (tqdm on)": []}
         inner = {k: [] for k in rows}
@@ -205,15 +214,16 @@ def main(argv=None):
                 if name.startswith("bare"):
                     rows[name].append(bare_loop(manifest, features, soft, train.TrainConfig(**tcfg), cfg, args.epochs))
                     continue
-                c = train.TrainConfig(**tcfg, progress="defaults" in name)
+                c = train.TrainConfig(**tcfg, progress="defaults" in name,
+                                      curves_budget=1.0 if "every epoch" in name else 0.05)
                 wall, passes = trainer(manifest, features, soft, c, cfg, run, plots="no PNG" not in name)
                 rows[name].append(wall)
                 inner[name].append(passes)
         base = min(rows["bare loop (no checkpoints/plots/tqdm)"])
-        print(f"\n{'per epoch (train + val pass)':<40}{'s/epoch':>9}{'vs bare':>9}{'passes only':>13}")
+        print(f"\n{'per epoch (train + val pass)':<44}{'s/epoch':>9}{'vs bare':>9}{'passes only':>13}")
         for name, times in rows.items():
             passes = f"{min(inner[name]):.3f}" if inner[name] else ""
-            print(f"{name:<40}{min(times):>9.3f}{min(times) / base:>8.2f}x{passes:>13}")
+            print(f"{name:<44}{min(times):>9.3f}{min(times) / base:>8.2f}x{passes:>13}")
         print("'passes only' = history.csv's seconds column (train + val passes, before checkpoint/history/PNG)")
         last_run = max((tmp / "runs").glob("*"), key=lambda p: p.stat().st_mtime)
         print("\nwritten after every epoch (s each):  " + ",  ".join(

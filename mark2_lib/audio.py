@@ -1,7 +1,15 @@
 """Audio in: reading files, fixed-window segmentation and the log-mel front end.
 
-Every path from a waveform to model input goes through `segment_waveform` and
-`LogMel`, so cached training features and the deployed classifier agree exactly.
+Every path from a waveform to model input goes through `LogMel` (whole clips) or
+`LogMel.windows` (streamed windows), which compute the same frames, so cached training
+features and the deployed classifier agree exactly.
+
+Framing (`AudioConfig.framing`): with "clip" the STFT frames are laid out once on the
+whole clip (zero-padded to a whole number of segments, reflect-padded by n_fft // 2 at
+both ends) and each segment takes its `n_frames` frames from there, so every sample is
+transformed once; with "segment" (runs saved before framing existed) each 1 s window is
+framed on its own, reflect-padded at its own edges, so overlapping windows are transformed
+twice. Both give `[S, n_mels, n_frames]` per clip.
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ class AudioConfig:
     n_mels: int = 64              # mel bands
     f_min: float = 20.0           # lowest mel edge, Hz
     f_max: float = 8000.0         # highest mel edge, Hz
+    framing: str = "segment"      # "clip": one STFT per clip, segments slice its frames; "segment": per window
 
     def __post_init__(self):
         checks = {
@@ -47,10 +56,20 @@ class AudioConfig:
             "hop_length": self.hop_length > 0,
             "n_mels": self.n_mels > 0,
             "f_max": 0 <= self.f_min < self.f_max <= self.sample_rate / 2,
+            "framing": self.framing in FRAMINGS,
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"AudioConfig.{name}={getattr(self, name)!r} is invalid")
+                raise ValueError(f"AudioConfig.{name}={getattr(self, name)!r} is invalid"
+                                 + (f"; expected one of {FRAMINGS}" if name == "framing" else ""))
+        if self.framing == "clip":
+            for name, n in (("segment_seconds", self.segment_samples), ("hop_seconds", self.hop_samples)):
+                if n % self.hop_length:
+                    raise ValueError(f"AudioConfig.{name}={getattr(self, name)!r} is {n} samples, not a multiple "
+                                     f"of hop_length={self.hop_length}: framing='clip' slices whole frames")
+            if self.n_fft % 2 or self.n_fft // 2 >= self.segment_samples:
+                raise ValueError(f"AudioConfig.n_fft={self.n_fft} must be even and below 2 x segment length "
+                                 f"for framing='clip'")
 
     @property
     def segment_samples(self) -> int:
@@ -65,21 +84,35 @@ class AudioConfig:
         """Log-mel frames per segment (centred STFT)."""
         return self.segment_samples // self.hop_length + 1
 
+    @property
+    def context(self) -> int:
+        """Samples each streamed window carries on either side of its segment (n_fft // 2 for clip framing)."""
+        return self.n_fft // 2 if self.framing == "clip" else 0
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """All fields; framing only when it is "clip", so that configs with per-segment framing are
+        written exactly as before framing existed (same config.json, cache key and run names)."""
+        d = dataclasses.asdict(self)
+        if d["framing"] == "segment":
+            del d["framing"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "AudioConfig":
+        """The inverse of to_dict; a dict without `framing` means framing="segment"."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown AudioConfig fields: {sorted(unknown)}")
+            raise ValueError(f"unknown AudioConfig fields: {sorted(unknown)} (known: {sorted(names)})")
         return cls(**d)
 
     def key(self) -> str:
         """A short stable hash of the settings, used in cache keys."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha1(blob).hexdigest()[:12]
+
+
+FRAMINGS = ("clip", "segment")
 
 
 def check_wav_size(path: Path) -> None:
@@ -169,25 +202,84 @@ def segment_times(n_samples: int, cfg: AudioConfig) -> list[tuple[float, float]]
 
 
 class LogMel(torch.nn.Module):
-    """Waveform windows `[..., samples]` -> log-mel in dB `[..., n_mels, frames]` (torchaudio)."""
+    """Log-mel in dB of whole clips (`forward`) or of streamed windows (`windows`), per `AudioConfig.framing`.
+
+    Hann-windowed real FFT, power re² + im², HTK mel filterbank (torchaudio's `melscale_fbanks`),
+    10 · log10(max(power, 1e-10)): torchaudio's MelSpectrogram + AmplitudeToDB(top_db=None) up
+    to float rounding, with frames laid out as `AudioConfig.framing` says. No top_db: its clamp is
+    relative to a batch maximum, which would make a clip's features depend on the rest of the batch.
+    """
 
     def __init__(self, cfg: AudioConfig):
         super().__init__()
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, win_length=cfg.win_length,
-            hop_length=cfg.hop_length, f_min=cfg.f_min, f_max=cfg.f_max,
-            n_mels=cfg.n_mels, power=2.0, center=True,
-        )
-        # No top_db: its clamp is relative to a batch maximum, which would make a
-        # clip's features depend on what else is in the batch.
-        self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)
+        window = torch.hann_window(cfg.win_length)
+        left = (cfg.n_fft - cfg.win_length) // 2  # torch.stft centres a shorter window in n_fft
+        self.register_buffer("window", torch.nn.functional.pad(window, (left, cfg.n_fft - cfg.win_length - left)))
+        fb = torchaudio.functional.melscale_fbanks(cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max, cfg.n_mels,
+                                                   cfg.sample_rate)
+        self.register_buffer("fb", fb.contiguous())  # [n_fft // 2 + 1, n_mels]
+        self.n_fft, self.hop_length, self.n_frames = cfg.n_fft, cfg.hop_length, cfg.n_frames
+        self.segment_samples, self.hop_samples = cfg.segment_samples, cfg.hop_samples
+        self.clip_framing = cfg.framing == "clip"
+        self.frame_step = cfg.hop_samples // cfg.hop_length  # frames between segment starts (clip framing)
+
+    def frames_db(self, x: torch.Tensor, centre: bool) -> torch.Tensor:
+        """`[..., samples]` -> log-mel `[..., frames, n_mels]`; `centre` reflect-pads n_fft // 2 at both ends."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        if centre:  # reflect padding, as torch.stft(center=True); torch.cat is much faster than F.pad's reflect
+            c = self.n_fft // 2
+            x = torch.cat([x[:, 1:c + 1].flip(-1), x, x[:, -c - 1:-1].flip(-1)], dim=-1)
+        spec = torch.view_as_real(torch.fft.rfft(x.unfold(-1, self.n_fft, self.hop_length) * self.window))
+        power = torch.addcmul(spec[..., 0].square(), spec[..., 1], spec[..., 1])  # re² + im², no sqrt
+        db = torch.matmul(power, self.fb).clamp_min_(1e-10).log10_().mul_(10.0)
+        return db.reshape(shape[:-1] + db.shape[-2:])
+
+    def segments(self, wave: torch.Tensor) -> torch.Tensor:
+        """`[..., samples]` -> `[..., S, segment_samples]` windows, the last zero-padded (as `segment_waveform`)."""
+        n, win, hop = wave.shape[-1], self.segment_samples, self.hop_samples
+        s = 1 if n <= win else 1 + (n - win + hop - 1) // hop
+        total = (s - 1) * hop + win
+        if total > n:
+            wave = torch.nn.functional.pad(wave, (0, total - n))
+        return wave[..., :total].unfold(-1, win, hop)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.to_db(self.mel(wave))
+        """Whole clips `[..., samples]` -> segment features `[..., S, n_mels, n_frames]`."""
+        windows = self.segments(wave)
+        if not self.clip_framing:
+            return self.frames_db(windows, centre=True).transpose(-1, -2)
+        s = windows.shape[-2]
+        total = (s - 1) * self.hop_samples + self.segment_samples
+        clip = wave[..., :total] if wave.shape[-1] >= total else \
+            torch.nn.functional.pad(wave, (0, total - wave.shape[-1]))
+        frames = self.frames_db(clip, centre=True)                      # [..., (total / hop) + 1, n_mels]
+        return frames.unfold(-2, self.n_frames, self.frame_step)        # [..., S, n_mels, n_frames]
+
+    def windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """Streamed windows `[N, segment_samples + 2 * context]` (`AudioConfig.context`) -> `[N, n_mels, n_frames]`.
+
+        With clip framing each window carries n_fft // 2 samples of the clip (or of its reflect
+        padding) on both sides, so its frames equal the clip's; with segment framing it is the
+        bare window, padded here as `forward` pads it.
+        """
+        return self.frames_db(windows, centre=not self.clip_framing).transpose(-1, -2)
+
+
+def stream_windows_of(wave: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """A clip's windows as a stream delivers them to `LogMel.windows`: `[S, segment_samples + 2 * context]`."""
+    c = cfg.context
+    windows = segment_waveform(wave, cfg)
+    if not c:
+        return windows
+    total = (windows.shape[-2] - 1) * cfg.hop_samples + cfg.segment_samples
+    clip = torch.nn.functional.pad(wave, (0, total - wave.shape[-1])) if total > wave.shape[-1] else wave[..., :total]
+    padded = torch.nn.functional.pad(clip.unsqueeze(0), (c, c), mode="reflect").squeeze(0)
+    return padded.unfold(-1, cfg.segment_samples + 2 * c, cfg.hop_samples)
 
 
 def clip_features(wave: torch.Tensor, cfg: AudioConfig, logmel: LogMel | None = None) -> torch.Tensor:
-    """One clip's features `[S, n_mels, frames]`: segment, then log-mel each window."""
+    """One clip's features `[S, n_mels, frames]`: log-mel frames of each segment (see `LogMel`)."""
     logmel = logmel if logmel is not None else LogMel(cfg)
     with torch.no_grad():
-        return logmel(segment_waveform(wave, cfg))
+        return logmel(wave)

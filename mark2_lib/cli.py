@@ -1,4 +1,4 @@
-"""Command line: `python -m mark2_lib {make-data,run-notebooks,predict,export} ...`."""
+"""Command line: `python -m mark2_lib {make-data,make-real-data,run-notebooks,predict,export} ...`."""
 from __future__ import annotations
 
 import argparse
@@ -18,12 +18,38 @@ def _make_data(args) -> int:
     return 0
 
 
+def _make_real_data(args) -> int:
+    from .corpus import CorpusError, build_real_corpus
+    from .paths import resolve
+
+    try:
+        out = build_real_corpus(resolve(args.out), n_clips=args.n_clips, seed=args.seed,
+                                clip_seconds=args.clip_seconds)
+    except CorpusError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"real-speech corpus: {out} (sources and licences in {out / 'SOURCES.md'})")
+    return 0
+
+
 def _run_notebooks(args) -> int:
+    import json
+
     from .workbook import run_all
 
+    common = {}
+    for item in args.param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            print(f"error: -p {item!r}: expected NAME=VALUE", file=sys.stderr)
+            return 2
+        try:
+            common[name] = json.loads(value)  # numbers, true/false, lists; anything else is a string
+        except ValueError:
+            common[name] = value
     # The sliders of 04 need a live browser; headless runs draw the same figures statically.
     run_all(out_dir=args.out, timeout=args.timeout, only=args.only or None,
-            parameters={"04_explore_alpha_T": {"interactive": False}})
+            parameters={"04_explore_alpha_T": {"interactive": False}}, common=common)
     return 0
 
 
@@ -77,10 +103,19 @@ def main(argv=None) -> int:
     p.add_argument("--teacher-pool-factor", type=int, default=4, help="pool size as a multiple of --n-clips (0: none)")
     p.set_defaults(func=_make_data)
 
+    p = sub.add_parser("make-real-data", help="build the real-speech corpus from Debian packages (apt-get download)")
+    p.add_argument("--out", default="data/real", help="folder: packages/ and clips/ go here")
+    p.add_argument("--n-clips", type=int, default=480, help="clips to mix")
+    p.add_argument("--seed", type=int, default=0, help="mixing seed")
+    p.add_argument("--clip-seconds", type=float, default=2.0, help="length of each clip")
+    p.set_defaults(func=_make_real_data)
+
     p = sub.add_parser("run-notebooks", help="execute the numbered notebooks with papermill")
     p.add_argument("--out", default=None, help="folder for executed copies (default runs/executed)")
     p.add_argument("--timeout", type=int, default=900, help="per-cell timeout, seconds")
     p.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="a parameter for every notebook that declares it (JSON value, else a string); repeatable")
     p.set_defaults(func=_run_notebooks)
 
     p = sub.add_parser(

@@ -15,37 +15,79 @@ def save_figure(fig, path) -> Path:
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
+class LossCurves:
+    """One loss-curve figure (total, soft, hard for train and val, and the LR), redrawn in place."""
+
+    PARTS = ("total", "soft", "hard")
+
+    def __init__(self, title: str | None = None, baseline: pd.DataFrame | None = None, pyplot: bool = True):
+        # Without pyplot the figure is a bare Agg Figure: cheap to redraw, never shown, never leaked.
+        if pyplot:
+            self.fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+        else:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+
+            self.fig = Figure(figsize=(15, 3.2))
+            FigureCanvasAgg(self.fig)
+            axes = self.fig.subplots(1, 4)
+        self.axes, self.lines, self.empty = axes, {}, {}
+        for ax, part in zip(axes[:3], self.PARTS):
+            for split, style in (("train", "-"), ("val", "--")):
+                col = f"{split}_{part}"
+                self.lines[col], = ax.plot([], [], style, marker=".", label=split)
+                if baseline is not None and col in baseline and baseline[col].notna().any():
+                    ax.plot(baseline["epoch"], baseline[col], style, color="grey", alpha=0.6,
+                            label=f"{split} (hard-only)")
+            ax.set_title(f"{part} loss")
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=7, loc="upper right")
+            self.empty[part] = ax.text(0.5, 0.5, "not used (alpha = 0)" if part == "soft" else "no data",
+                                       ha="center", va="center", transform=ax.transAxes, color="grey")
+        self.best_line = axes[0].axvline(0, color="green", alpha=0.4, lw=1, visible=False)
+        self.best_text = axes[0].annotate("best", (0, 0), fontsize=7, visible=False)
+        self.lines["lr"], = axes[3].plot([], [], marker=".")
+        axes[3].set_yscale("log")
+        axes[3].set_title("learning rate")
+        axes[3].set_xlabel("epoch")
+        if title:
+            self.fig.suptitle(title, fontsize=10)
+        self.fig.subplots_adjust(left=0.04, right=0.99, bottom=0.17, top=0.83, wspace=0.22)
+
+    def update(self, history: pd.DataFrame):
+        """Show `history` (one row per epoch); returns the figure."""
+        epoch = history["epoch"].to_numpy() if "epoch" in history else np.arange(1, len(history) + 1)
+        for col, line in self.lines.items():
+            has = col in history and history[col].notna().any()
+            line.set_data(epoch if has else [], history[col].to_numpy() if has else [])
+            line.set_visible(has)
+        for ax, part in zip(self.axes[:3], self.PARTS):
+            none = not any(self.lines[f"{s}_{part}"].get_visible() for s in ("train", "val"))
+            self.empty[part].set_visible(none)
+            ax.get_legend().set_visible(not none)
+        if "val_total" in history and history["val_total"].notna().any():
+            best = history["val_total"].idxmin()
+            x, y = history.loc[best, "epoch"], history.loc[best, "val_total"]
+            self.best_line.set_xdata([x, x])
+            self.best_text.xy = self.best_text.xyann = (x, y)  # xy alone moves only the (absent) arrow's tip
+            self.best_line.set_visible(True)
+            self.best_text.set_visible(True)
+        for ax in self.axes:
+            ax.relim(visible_only=True)
+            ax.autoscale_view()
+        return self.fig
+
+    def save(self, path, dpi: int = 80) -> Path:
+        """Write the figure as a PNG atomically."""
+        return atomic_write(path, lambda f: self.fig.savefig(f, format="png", dpi=dpi))
+
+
 def plot_loss_curves(history: pd.DataFrame, path=None, title: str | None = None, baseline: pd.DataFrame | None = None):
     """Total, soft and hard loss (train and val) and the learning rate per epoch; optional baseline run."""
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
-    for ax, part in zip(axes[:3], ("total", "soft", "hard")):
-        for split, style in (("train", "-"), ("val", "--")):
-            col = f"{split}_{part}"
-            if col in history and history[col].notna().any():
-                ax.plot(history["epoch"], history[col], style, marker=".", label=split)
-            if baseline is not None and col in baseline and baseline[col].notna().any():
-                ax.plot(baseline["epoch"], baseline[col], style, color="grey", alpha=0.6, label=f"{split} (hard-only)")
-        ax.set_title(f"{part} loss")
-        ax.set_xlabel("epoch")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "not used (alpha = 0)" if part == "soft" else "no data",
-                    ha="center", va="center", transform=ax.transAxes, color="grey")
-    if "val_total" in history and len(history):
-        best = history["val_total"].idxmin()
-        axes[0].axvline(history.loc[best, "epoch"], color="green", alpha=0.4, lw=1)
-        axes[0].annotate("best", (history.loc[best, "epoch"], history.loc[best, "val_total"]), fontsize=7)
-    axes[3].plot(history["epoch"], history["lr"], marker=".")
-    axes[3].set_yscale("log")
-    axes[3].set_title("learning rate")
-    axes[3].set_xlabel("epoch")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    curves = LossCurves(title, baseline, pyplot=path is None)
+    fig = curves.update(history)
     if path is not None:
-        save_figure(fig, path)
-        plt.close(fig)
+        curves.save(path, dpi=110)
     return fig
 
 

@@ -5,7 +5,8 @@
 
 Every file is read block by block (`block_frames` at a time), mixed to mono, resampled to the run's
 rate with an exact streaming version of `audio.resample`, and cut into the same windows as
-`audio.segment_waveform`. Windows from all files share batches through the model's segment path;
+`audio.segment_waveform` (with clip framing, each widened by the STFT context the clip's frames
+see, `audio.stream_windows_of`). Windows from all files share batches through the model's segment path;
 each file's segment logits are then pooled with the model's own pooling. For a file at the run's
 sample rate the result equals `load_classifier(run)(load_audio(path)[None])` up to float rounding.
 """
@@ -115,33 +116,48 @@ class StreamResampler:
 
 
 class Segmenter:
-    """Cuts a stream into `audio.segment_waveform`'s windows: `segment_samples` long, `hop_samples` apart."""
+    """Cuts a stream into `audio.stream_windows_of`'s windows: `hop_samples` apart, each the segment plus
+    `context` samples on either side (the clip's reflect padding at its two ends)."""
 
     def __init__(self, cfg: AudioConfig):
-        self.win, self.hop, self.cfg = cfg.segment_samples, cfg.hop_samples, cfg
-        self.buf = np.zeros(0, np.float32)
-        self.start = 0  # absolute index of buf[0]
-        self.n = 0      # samples seen
-        self.i = 0      # next segment index
+        self.win, self.hop, self.cfg, self.ctx = cfg.segment_samples, cfg.hop_samples, cfg, cfg.context
+        self.width = self.win + 2 * self.ctx
+        self.head = np.zeros(0, np.float32)  # the clip's first ctx + 1 samples, until they are all here
+        self.buf = np.zeros(0, np.float32)   # the padded stream (reflected head, then the clip) from `start`
+        self.start = 0  # index of buf[0] in the padded stream
+        self.n = 0      # clip samples seen
+        self.i = 0      # next window index
 
     def push(self, x: np.ndarray):
         """Feed samples; yields every window that is now complete."""
-        self.buf = np.concatenate([self.buf, x]) if len(self.buf) else x
         self.n += len(x)
-        while self.i * self.hop + self.win <= self.n:
+        if len(self.head) <= self.ctx:  # the left reflection needs samples 1..ctx of the clip
+            self.head = np.concatenate([self.head, x])
+            if len(self.head) <= self.ctx:
+                return
+            x, self.head = np.concatenate([self.head[self.ctx:0:-1], self.head]), self.head[:self.ctx + 1]
+        self.buf = np.concatenate([self.buf, x]) if len(self.buf) else x
+        yield from self._windows(self.ctx + self.n)
+
+    def _windows(self, available: int):
+        while self.i * self.hop + self.width <= available:
             a = self.i * self.hop - self.start
-            yield self.buf[a:a + self.win].copy()
+            yield self.buf[a:a + self.width].copy()
             self.i += 1
-        drop = min(self.i * self.hop, self.n) - self.start
+        drop = min(self.i * self.hop, available) - self.start
         self.buf, self.start = self.buf[drop:], self.start + drop
 
     def finish(self):
-        """Yields the remaining windows, zero-padded past the end."""
-        for i in range(self.i, n_segments(self.n, self.cfg)):
-            a = i * self.hop - self.start
-            w = self.buf[max(a, 0):a + self.win]
-            yield np.pad(w, (0, self.win - len(w)))
-        self.i = n_segments(self.n, self.cfg)
+        """Yields the remaining windows: the clip zero-padded to its last window, then reflected."""
+        total = (n_segments(self.n, self.cfg) - 1) * self.hop + self.win  # the zero-padded clip's length
+        if len(self.head) <= self.ctx:  # the clip ended before the head was complete
+            clip = np.pad(self.head, (0, total - len(self.head)))
+            self.buf, self.start = np.concatenate([clip[self.ctx:0:-1], clip]), 0
+        else:
+            self.buf = np.pad(self.buf, (0, self.ctx + total - self.start - len(self.buf)))
+        if self.ctx:  # reflect the last ctx samples before the end (padded-stream indices total-1 .. total+ctx-2)
+            self.buf = np.concatenate([self.buf, self.buf[total - 1 - self.start:total + self.ctx - 1 - self.start][::-1]])
+        yield from self._windows(total + 2 * self.ctx)
 
 
 def open_audio(path: Path) -> sf.SoundFile:
@@ -219,12 +235,8 @@ def _as_model(run_dir_or_model) -> tuple[WaveformClassifier, AudioConfig]:
 
 
 def _audio_config(model: WaveformClassifier) -> AudioConfig:
-    """The AudioConfig a WaveformClassifier was built with, read back from its front end."""
-    mel = model.logmel.mel
-    return AudioConfig(sample_rate=model.sample_rate, segment_seconds=model.segment_samples / model.sample_rate,
-                       hop_seconds=model.hop_samples / model.sample_rate, n_fft=mel.n_fft,
-                       win_length=mel.win_length, hop_length=mel.hop_length, n_mels=mel.n_mels,
-                       f_min=mel.f_min, f_max=mel.f_max if mel.f_max is not None else model.sample_rate / 2)
+    """The AudioConfig a WaveformClassifier was built with (its front end's)."""
+    return model.audio
 
 
 def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool = False,
@@ -256,7 +268,7 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
         if not batch:
             return
         x = torch.from_numpy(np.stack([w for _, w in batch]))
-        logits, emb = model.model.segment_forward(model.logmel(x))
+        logits, emb = model.model.segment_forward(model.logmel.windows(x))
         for (clip, _), lg, e in zip(batch, logits, emb):
             if not clip.error:
                 clip.logits.append(lg)

@@ -18,7 +18,8 @@ from scipy.optimize import minimize_scalar
 from tqdm.auto import tqdm
 
 from .audio import AudioConfig, DataError, load_audio, segment_waveform
-from .data import FeatureCache, Manifest, SoftLabels, load_labels, load_soft_labels, write_soft_labels
+from .data import (FeatureCache, Manifest, SoftLabels, file_sha1, load_labels, load_soft_labels,
+                   write_soft_labels)
 from .evaluate import metrics_table, predict_features
 from .metrics import expected_calibration_error
 from .models import ModelConfig, load_classifier, model_config
@@ -28,10 +29,27 @@ DEFAULT_TEACHER_NAME = "mark2-teacher"
 CHANCE_MARGIN = 0.1  # a teacher whose macro-F1 or ROC-AUC is within this of chance gets a warning
 
 
+def check_disjoint(pool: Manifest, student: Manifest) -> None:
+    """Raise DataError if any teacher-pool clip has the same audio content (sha1) as a student clip."""
+    student_hashes = {file_sha1(p): c for c, p in zip(student.df["clip_id"], student.df["path"])}
+    shared = [(c, student_hashes[h]) for c, p in zip(pool.df["clip_id"], pool.df["path"])
+              if (h := file_sha1(p)) in student_hashes]
+    if shared:
+        examples = ", ".join(f"pool {a} = student {b}" for a, b in shared[:3])
+        raise DataError(f"{len(shared)} teacher-pool clips have the same audio as student clips ({examples}); "
+                        f"the teacher would see the student's test clips: build the pool with another seed")
+
+
 def pretrain_teacher(pool_dir, run_dir, audio: AudioConfig, cfg: TrainConfig, cache_dir,
-                     model_cfg: ModelConfig | None = None, resume: bool = True) -> dict:
-    """Train the large model on the teacher pool with hard labels only (alpha = 0)."""
+                     model_cfg: ModelConfig | None = None, resume: bool = True,
+                     student: Manifest | None = None) -> dict:
+    """Train the large model on the teacher pool with hard labels only (alpha = 0).
+
+    With `student` (the student's manifest) the pool is first checked to share no audio with it.
+    """
     pool = load_labels(Path(pool_dir) / "labels.csv", sample_rate=audio.sample_rate)
+    if student is not None:
+        check_disjoint(pool, student)
     features = FeatureCache(cache_dir, audio).features(pool, progress=cfg.progress)
     cfg = dataclasses.replace(cfg, alpha=0.0)
     return train_run(run_dir, pool, features, None, cfg, audio, model_cfg or model_config("teacher"),
@@ -112,7 +130,9 @@ def teacher_from_torchscript(path, manifest: Manifest, audio: AudioConfig, out_c
     """
     path = Path(path)
     try:
-        teacher = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            teacher = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as e:
         raise DataError(f"{path}: not a loadable TorchScript teacher ({e})") from None
     ids, p_clip, p_seg = [], [], []
@@ -130,3 +150,15 @@ def teacher_from_torchscript(path, manifest: Manifest, audio: AudioConfig, out_c
             p_seg.append(p[1:])
     write_soft_labels(out_csv, ids, np.array(p_clip), p_seg, teacher=teacher_name or path.stem)
     return load_soft_labels(out_csv, manifest)
+
+
+def teacher_from_dnsmos(manifest: Manifest, audio: AudioConfig, out_csv, cache_dir, truth: pd.DataFrame | None = None,
+                        segment_splits=("train", "val", "test"), progress: bool = True) -> dict:
+    """DNSMOS as the teacher: BAK per clip (and per segment of `segment_splits`), Platt-calibrated on train.
+
+    Needs the `dnsmos` extra; warns when truth.csv says some clips are not speech. See `mark2_lib.dnsmos`.
+    """
+    from .dnsmos import dnsmos_soft_labels
+
+    return dnsmos_soft_labels(manifest, audio, cache_dir, out_csv, truth=truth, segment_splits=tuple(segment_splits),
+                              progress=progress)

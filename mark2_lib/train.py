@@ -1,5 +1,10 @@
 """Training: AdamW + DistillationLoss, ReduceLROnPlateau, early stopping, best encoder/head,
-atomic checkpoints, resumable runs, history.csv and loss_curves.png every epoch.
+atomic checkpoints, resumable runs, history.csv every epoch and loss_curves.png kept current.
+
+loss_curves.png is redrawn after every epoch as long as the redraws stay within
+`curves_budget` (5 %) of the training time, so with epochs of a second or more it is redrawn
+every epoch; with very short epochs some redraws are skipped. The last epoch of a run, and
+the epoch at which a run fails, are always drawn.
 """
 from __future__ import annotations
 
@@ -46,10 +51,12 @@ class TrainConfig:
     seed: int = 0                 # seeds python, numpy and torch
     class_weights: list | None = None  # optional CE weights [clean, noise] for the hard term
     random_segment: bool = False  # train on one random segment per clip each step (faster; augmentation)
+    soft_target: str = "segment"  # KD target: "segment" labels on each segment's logits, or "clip" on clip logits
     device: str = "auto"          # "auto" = cuda if available, else cpu
     amp: bool = False             # bfloat16 autocast on CUDA
     num_workers: int = 0          # DataLoader workers
     progress: bool = True         # tqdm bars for epochs and batches
+    curves_budget: float = 0.05   # share of training time loss_curves.png may take (1 = redraw every epoch)
 
     def __post_init__(self):
         DistillationLoss(self.alpha, self.temperature)  # validates alpha and temperature
@@ -60,6 +67,10 @@ class TrainConfig:
             raise ValueError("patience and lr_patience must be >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr={self.lr} must be a positive number")
+        if not 0 < self.curves_budget <= 1:
+            raise ValueError(f"curves_budget={self.curves_budget} must be in (0, 1]")
+        if self.soft_target not in ("clip", "segment"):
+            raise ValueError(f"soft_target={self.soft_target!r}: expected 'clip' or 'segment'")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"lr_factor={self.lr_factor} must be in (0, 1)")
 
@@ -67,8 +78,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# What a first loss_curves.png redraw is assumed to cost before one has been timed (seconds).
+FIRST_DRAW_GUESS_S = 0.15
+
 # Settings that do not change the result; a resumed run may differ in these.
-RUNTIME_FIELDS = ("device", "amp", "num_workers", "progress")
+RUNTIME_FIELDS = ("device", "amp", "num_workers", "progress", "curves_budget")
 
 
 def seed_everything(seed: int) -> None:
@@ -99,12 +113,10 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(ast.literal_eval(state["python"]))
 
 
-def _one_random_segment(feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one real segment per clip with the global torch RNG (saved with each checkpoint)."""
-    n_real = mask.sum(dim=1)
-    pick = (torch.rand(n_real.shape) * n_real.cpu()).long().clamp_max(n_real.cpu() - 1).to(feats.device)
-    rows = torch.arange(feats.shape[0], device=feats.device)
-    return feats[rows, pick].unsqueeze(1), mask.new_ones(feats.shape[0], 1)
+def _random_segments(mask: torch.Tensor) -> torch.Tensor:
+    """One real segment index per clip, drawn with the global torch RNG (saved with each checkpoint)."""
+    n_real = mask.sum(dim=1).cpu()
+    return (torch.rand(n_real.shape) * n_real).long().clamp_max(n_real - 1).to(mask.device)
 
 
 class Trainer:
@@ -144,11 +156,29 @@ class Trainer:
             mask = batch["segment_mask"].to(self.device)
             hard = batch["label"].to(self.device)
             soft, soft_mask = batch["soft_clip"].to(self.device), batch["soft_clip_mask"].to(self.device)
-            if train and self.cfg.random_segment:
-                feats, mask = _one_random_segment(feats, mask)
+            seg_soft, seg_soft_mask = batch["soft_segment"].to(self.device), batch["soft_segment_mask"].to(self.device)
+            if self.cfg.soft_target == "segment":  # a segment without its own teacher label takes the clip's
+                fill = ~seg_soft_mask & soft_mask.unsqueeze(1)
+                seg_soft = torch.where(fill.unsqueeze(-1), soft.unsqueeze(1).expand_as(seg_soft), seg_soft)
+                seg_soft_mask = seg_soft_mask | fill
+            if train and self.cfg.random_segment:  # one segment per clip: it stands for the clip
+                rows, pick = torch.arange(feats.shape[0], device=self.device), _random_segments(mask)
+                feats, mask = feats[rows, pick].unsqueeze(1), mask.new_ones(feats.shape[0], 1)
+                if self.cfg.soft_target == "segment":
+                    soft, soft_mask = seg_soft[rows, pick], seg_soft_mask[rows, pick]
+                    seg_soft, seg_soft_mask = soft.unsqueeze(1), soft_mask.unsqueeze(1)
             with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                logits, _ = self.model(feats, mask)
+                logits, seg_logits = self.model(feats, mask)
                 parts = self.loss_fn(logits.float(), soft, hard, soft_mask=soft_mask, return_parts=True)
+                if self.cfg.soft_target == "segment" and not (train and self.cfg.random_segment):
+                    # the soft term matches every real segment to the teacher's label for that segment
+                    seg_hard = hard.unsqueeze(1).expand(mask.shape)[mask]
+                    soft_mask = seg_soft_mask[mask]
+                    seg = self.loss_fn(seg_logits[mask].float(), seg_soft[mask], seg_hard, soft_mask=soft_mask,
+                                       return_parts=True)
+                    a = self.loss_fn.alpha
+                    parts = {"soft": seg["soft"], "hard": parts["hard"],
+                             "total": a * seg["soft"] + (1 - a) * parts["hard"]}
             if train:
                 optimizer.zero_grad(set_to_none=True)
                 parts["total"].backward()
@@ -204,9 +234,22 @@ class Trainer:
                 (run / stale).unlink(missing_ok=True)
         atomic_write_text(json.dumps(self.config, indent=2, default=str), run / "config.json")
 
-        finished = False
+        self._curves, self._t_fit, self._t_drawing, self._n_draws, self._drawn_epochs = (
+            None, time.perf_counter(), 0.0, 0, 0)
         epochs = tqdm(range(start_epoch, cfg.epochs), desc=f"train {run.name}", initial=start_epoch,
                       total=cfg.epochs, disable=not cfg.progress)
+        try:
+            self._fit_epochs(epochs, start_epoch, optimizer, scheduler, early, history)
+        finally:
+            epochs.close()
+            if history and self._drawn_epochs != len(history):
+                self._draw_curves(history)  # the last state is on the PNG, even when training failed
+        return self._result(history, early)
+
+    def _fit_epochs(self, epochs, start_epoch: int, optimizer, scheduler, early: EarlyStopping,
+                    history: list[dict]) -> None:
+        cfg, run = self.cfg, self.run_dir
+        last = run / "last.pt"
         for epoch in epochs:
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
@@ -228,12 +271,10 @@ class Trainer:
                 "scheduler": scheduler.state_dict(), "early_stopping": early.state_dict(),
                 "rng": _rng_state(), "epoch": epoch, "history": history, "finished": finished,
             }, last)
-            self._write_history(history)
+            self._write_history(history, final=finished)
             epochs.set_postfix(val_loss=f"{va['total']:.4f}", f1=f"{va['macro_f1']:.3f}", lr=f"{lr:.1e}")
             if stop:
                 break
-        epochs.close()
-        return self._result(history, early)
 
     # -- outputs ----------------------------------------------------------------------------
     def _check_same_config(self, path: Path) -> None:
@@ -247,12 +288,27 @@ class Trainer:
             raise ValueError(f"{path}: cannot resume, the run was started with a different configuration "
                              f"(differs in {diff}); use another run name or resume=False")
 
-    def _write_history(self, history: list[dict]) -> None:
-        from .plots import plot_loss_curves  # matplotlib is only needed once there is a history
-
+    def _write_history(self, history: list[dict], final: bool) -> None:
         df = pd.DataFrame(history)
         atomic_write_text(df.to_csv(index=False, float_format="%.6g"), self.run_dir / "history.csv")
-        plot_loss_curves(df, path=self.run_dir / "loss_curves.png", title=self.run_dir.name)
+        elapsed = time.perf_counter() - self._t_fit
+        next_cost = self._t_drawing / self._n_draws if self._n_draws else FIRST_DRAW_GUESS_S
+        budget = self.cfg.curves_budget
+        if final or budget >= 1 or self._t_drawing + next_cost <= budget * elapsed:
+            self._draw_curves(history)
+
+    def _draw_curves(self, history: list[dict]) -> None:
+        """Redraw loss_curves.png from the history (one reused figure; atomic write)."""
+        t0 = time.perf_counter()
+        if self._curves is None:
+            from .plots import LossCurves  # matplotlib is only needed once there is a history
+
+            self._curves = LossCurves(title=self.run_dir.name, pyplot=False)
+        self._curves.update(pd.DataFrame(history))
+        self._curves.save(self.run_dir / "loss_curves.png")
+        self._t_drawing += time.perf_counter() - t0
+        self._n_draws += 1
+        self._drawn_epochs = len(history)
 
     def _result(self, history: list[dict], early: EarlyStopping) -> dict:
         best = history[early.best_epoch] if early.best_epoch is not None and history else {}

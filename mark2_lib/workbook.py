@@ -32,24 +32,44 @@ def run_notebook(path, out_path, parameters: dict | None = None, timeout: int = 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pm.execute_notebook(
-        str(path), str(out_path), parameters=parameters or {}, kernel_name=KERNEL,
-        execution_timeout=timeout, cwd=str(cwd) if cwd else None, progress_bar=False,
-    )
+    # The kernel inherits this environment: a headless MPLBACKEND (Agg, as `make` and test runners
+    # set) would stop it drawing figures into the executed notebook, so the kernel starts without it.
+    backend = os.environ.pop("MPLBACKEND", None)
+    try:
+        pm.execute_notebook(
+            str(path), str(out_path), parameters=parameters or {}, kernel_name=KERNEL,
+            execution_timeout=timeout, cwd=str(cwd) if cwd else None, progress_bar=False,
+        )
+    finally:
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
     return time.perf_counter() - t0
 
 
+def declared_parameters(path) -> set[str]:
+    """Names in a notebook's `parameters` cell."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)))
+
+
 def run_all(out_dir=None, parameters: dict[str, dict] | None = None, timeout: int = 900,
-            only: list[str] | None = None) -> list[tuple[str, float]]:
-    """Run every numbered notebook (or those whose name starts with an entry of `only`)."""
+            only: list[str] | None = None, common: dict | None = None) -> list[tuple[str, float]]:
+    """Run every numbered notebook (or those whose name starts with an entry of `only`).
+
+    `parameters` maps a notebook's stem to its parameters; `common` parameters go to every notebook
+    that declares them (e.g. data_dir), so one set of options can steer the whole workbook.
+    """
     out_dir = Path(out_dir) if out_dir else repo_root() / "runs" / "executed"
     parameters = parameters or {}
     times = []
     for nb in numbered_notebooks():
         if only and not any(nb.name.startswith(o) for o in only):
             continue
-        print(f"==> {nb.name} -> {out_dir / nb.name}", flush=True)
-        seconds = run_notebook(nb, out_dir / nb.name, parameters.get(nb.stem, {}), timeout, cwd=nb.parent)
+        params = {k: v for k, v in (common or {}).items() if k in declared_parameters(nb)}
+        params.update(parameters.get(nb.stem, {}))
+        print(f"==> {nb.name} -> {out_dir / nb.name}" + (f" {params}" if common else ""), flush=True)
+        seconds = run_notebook(nb, out_dir / nb.name, params, timeout, cwd=nb.parent)
         times.append((nb.name, seconds))
         print(f"    done in {seconds:.1f} s", flush=True)
     total = sum(s for _, s in times)

@@ -1,10 +1,12 @@
 """Tests for mark2_lib.audio: segmentation properties, resampling, mono mix and file errors."""
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 from hypothesis import given, settings, strategies as st
 
 from mark2_lib import audio
@@ -74,11 +76,82 @@ def test_default_config_every_clip_has_a_segment(n):
     assert len(times) == audio.n_segments(n, cfg) and times[-1][1] <= n / cfg.sample_rate + 1e-9
 
 
-def test_clip_features_shape():
-    cfg = AudioConfig()
+@pytest.mark.parametrize("framing", ["segment", "clip"])
+def test_clip_features_shape(framing):
+    cfg = AudioConfig(framing=framing)
     feats = audio.clip_features(torch.randn(int(2.3 * cfg.sample_rate)), cfg)
     assert feats.shape == (audio.n_segments(int(2.3 * cfg.sample_rate), cfg), cfg.n_mels, cfg.n_frames)
     assert feats.dtype == torch.float32 and torch.isfinite(feats).all()
+
+
+# ----------------------------------------------------------------------------- log-mel front end
+
+def torchaudio_logmel(cfg: AudioConfig, x: torch.Tensor) -> torch.Tensor:
+    """The reference: torchaudio's centred MelSpectrogram (power 2) in dB without top_db."""
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length,
+        f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels, power=2.0, center=True)
+    return torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)(mel(x))
+
+
+@pytest.mark.parametrize("win_length", [512, 400])
+def test_segment_framing_equals_torchaudio_per_window(win_length):
+    cfg = AudioConfig(win_length=win_length)
+    wave = 0.1 * torch.randn(int(2.7 * cfg.sample_rate), generator=torch.Generator().manual_seed(0))
+    ref = torchaudio_logmel(cfg, audio.segment_waveform(wave, cfg))  # each window framed on its own
+    torch.testing.assert_close(audio.clip_features(wave, cfg), ref, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("hop_length", [320, 800])
+def test_clip_framing_slices_the_whole_clips_frames(hop_length):
+    cfg = AudioConfig(framing="clip", hop_length=hop_length, n_mels=32)
+    n = int(2.7 * cfg.sample_rate)
+    wave = 0.1 * torch.randn(n, generator=torch.Generator().manual_seed(1))
+    s = audio.n_segments(n, cfg)
+    padded = torch.nn.functional.pad(wave, (0, (s - 1) * cfg.hop_samples + cfg.segment_samples - n))
+    ref = torchaudio_logmel(cfg, padded)  # one centred STFT of the zero-padded clip
+    step = cfg.hop_samples // cfg.hop_length
+    assert ref.shape[-1] == (s - 1) * step + cfg.n_frames
+    feats = audio.clip_features(wave, cfg)
+    for i in range(s):
+        torch.testing.assert_close(feats[i], ref[:, i * step:i * step + cfg.n_frames], atol=2e-4, rtol=0)
+    # segment i's first frames see the end of segment i - 1: the two framings differ only at window edges
+    seg = audio.clip_features(wave, AudioConfig(hop_length=hop_length, n_mels=32))
+    torch.testing.assert_close(feats[:, :, 1:-1], seg[:, :, 1:-1], atol=2e-4, rtol=0)
+    assert not torch.allclose(feats[1:, :, 0], seg[1:, :, 0], atol=1e-2)
+
+
+@FAST
+@given(n=st.integers(1, 300), framing=st.sampled_from(["segment", "clip"]), batch=st.integers(0, 2))
+def test_streamed_windows_give_the_clips_features(n, framing, batch):
+    cfg = AudioConfig(sample_rate=1000, segment_seconds=0.04, hop_seconds=0.02, n_fft=16, win_length=16,
+                      hop_length=4, n_mels=4, f_min=0.0, f_max=500.0, framing=framing)
+    logmel = audio.LogMel(cfg)
+    shape = (batch, n) if batch else (n,)
+    waves = torch.randn(shape, generator=torch.Generator().manual_seed(n))
+    feats = logmel(waves)
+    assert feats.shape == shape[:-1] + (audio.n_segments(n, cfg), cfg.n_mels, cfg.n_frames)
+    for i, wave in enumerate(waves.reshape(-1, n)):
+        windows = audio.stream_windows_of(wave, cfg)
+        assert windows.shape == (audio.n_segments(n, cfg), cfg.segment_samples + 2 * cfg.context)
+        torch.testing.assert_close(logmel.windows(windows), feats.reshape((-1,) + feats.shape[-3:])[i],
+                                   atol=1e-4, rtol=0)
+
+
+def test_framing_settings_are_checked_and_old_configs_keep_their_key():
+    old = {f.name: getattr(AudioConfig(), f.name) for f in dataclasses.fields(AudioConfig) if f.name != "framing"}
+    assert AudioConfig().to_dict() == old  # written as before framing existed (config.json, run names)
+    assert AudioConfig.from_dict(old).framing == "segment"  # saved before framing existed
+    assert AudioConfig.from_dict(old).key() == "e8f5717c5e74"  # so its feature cache is still found
+    assert AudioConfig(framing="clip").key() != AudioConfig().key()
+    with pytest.raises(ValueError, match="framing='frames'.*clip"):
+        AudioConfig(framing="frames")
+    with pytest.raises(ValueError, match="hop_seconds.*8000 samples.*hop_length=640"):
+        AudioConfig(framing="clip", hop_length=640)  # 16000 = 25 x 640, but 8000 is not whole frames
+    with pytest.raises(ValueError, match="n_fft=511"):
+        AudioConfig(framing="clip", n_fft=511, win_length=400)
+    with pytest.raises(ValueError, match="unknown AudioConfig fields: \\['window'\\]"):
+        AudioConfig.from_dict({**old, "window": "hann"})
 
 
 # ----------------------------------------------------------------------------- resampling

@@ -6,18 +6,19 @@ import torch
 
 from mark2_lib import audio
 from mark2_lib.audio import AudioConfig
-from mark2_lib.models import (POOLINGS, ClipClassifier, ModelConfig, WaveformClassifier, build_model,
-                              count_parameters, load_classifier, macs_per_second,
+from mark2_lib.models import (POOLINGS, ClipClassifier, ModelConfig, WaveformClassifier, audio_config,
+                              build_model, count_parameters, load_classifier, macs_per_second,
                               model_config)
 
-AUDIO = AudioConfig()
+AUDIO = AudioConfig()  # segment framing, 64 bands (the teacher's front end)
+CLIP_AUDIO = audio_config("student")  # clip framing, 32 bands
 SMALL = ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, dropout=0.0)  # fast stand-in
 
 
-def make_model(cfg: ModelConfig, seed: int = 0) -> ClipClassifier:
+def make_model(cfg: ModelConfig, seed: int = 0, audio_cfg: AudioConfig = AUDIO) -> ClipClassifier:
     """A model in eval mode whose BatchNorm statistics and affine parameters are random, not identity."""
     torch.manual_seed(seed)
-    model = ClipClassifier(AUDIO, cfg)
+    model = ClipClassifier(audio_cfg, cfg)
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
@@ -109,6 +110,41 @@ def test_student_is_at_least_20x_smaller_than_teacher():
     assert student * 20 <= teacher, (student, teacher)
 
 
+def test_each_size_has_its_front_end_with_the_same_segments():
+    student, teacher = audio_config("student"), audio_config("teacher")
+    assert teacher == AudioConfig()  # the teacher's features are the ones it was trained on
+    assert student.framing == "clip" and student.n_mels * student.n_frames * 2 <= teacher.n_mels * teacher.n_frames
+    # the same windows, so the teacher's per-segment soft labels line up with the student's segments
+    assert (student.segment_samples, student.hop_samples) == (teacher.segment_samples, teacher.hop_samples)
+    assert build_model("student").audio == student and build_model("teacher").audio == teacher
+    assert audio_config("student", n_mels=40).n_mels == 40
+    with pytest.raises(ValueError, match="size"):
+        audio_config("huge")
+
+
+def unfolded_segment_logits(model: ClipClassifier, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode segment logits with every BatchNorm run as its own module (no folding)."""
+    enc = model.encoder
+    x = enc.stem[2](enc.stem[1](enc.stem[0](enc.input_norm(x).unsqueeze(1))))
+    for b in enc.blocks:
+        y = b.bn2(b.pointwise(torch.relu(b.bn1(b.depthwise(x)))))
+        x = torch.relu(y + x) if b.residual else torch.relu(y)
+    return model.head(model.flatten(enc.pool(x)))
+
+
+@pytest.mark.parametrize("size", ["student", "teacher"])
+def test_eval_mode_folds_batchnorm_without_changing_the_result(size):
+    model = make_model(model_config(size))
+    x = segments(6, seed=1)
+    with torch.no_grad():
+        folded, _ = model.segment_forward(x)
+        torch.testing.assert_close(folded, unfolded_segment_logits(model, x), atol=1e-4, rtol=1e-4)
+    model.train()  # training mode runs the BatchNorm modules (batch statistics), not the fold
+    before = model.encoder.stem[1].running_mean.clone()
+    model.segment_forward(x)
+    assert not torch.equal(model.encoder.stem[1].running_mean, before)
+
+
 def test_macs_per_second_matches_hand_count():
     audio_cfg = AudioConfig(n_mels=16, hop_seconds=0.25)  # 16 x 51 input, 4 segments per second
     model = ClipClassifier(audio_cfg, ModelConfig(stem_channels=4, channels=(6, 8), blocks_per_stage=2,
@@ -121,23 +157,28 @@ def test_macs_per_second_matches_hand_count():
               + 8 * 2 * 7 * 9 + 8 * 2 * 7 * 8)                    # dw stride 1, pw 8 -> 8
     head = 8 * 5 + 5 * 2                                          # Linear 8 -> 5, Linear 5 -> 2
     per_segment = stem + stage1 + stage2 + head
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     assert macs_per_second(model, audio_cfg) == pytest.approx(per_segment * 4)
+    assert macs_per_second(model.eval()) == pytest.approx(per_segment * 4)  # the model's own front end by default
+    assert not model.training  # counted on a copy: the model's mode and statistics are untouched
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 # ----------------------------------------------------------------------------- waveform in
 
 @pytest.mark.parametrize("n_samples", [7000, AUDIO.segment_samples, AUDIO.segment_samples + 8000 + 123, 40000])
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
-def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, pooling):
-    model = make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}))
-    wrapped = WaveformClassifier(AUDIO, model).eval()
+@pytest.mark.parametrize("audio_cfg", [AUDIO, CLIP_AUDIO], ids=["segment", "clip"])
+def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, pooling, audio_cfg):
+    model = make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}), audio_cfg=audio_cfg)
+    wrapped = WaveformClassifier(audio_cfg, model).eval()
     g = torch.Generator().manual_seed(n_samples)
     waves = 0.1 * torch.randn(2, n_samples, generator=g)
     with torch.no_grad():
         got_clip, got_seg = wrapped.segment_and_clip_logits(waves)
         for i, w in enumerate(waves):
-            feats = audio.clip_features(w, AUDIO)
-            assert feats.shape[0] == audio.n_segments(n_samples, AUDIO) == got_seg.shape[1]
+            feats = audio.clip_features(w, audio_cfg)  # what the feature cache stores
+            assert feats.shape[0] == audio.n_segments(n_samples, audio_cfg) == got_seg.shape[1]
             ref_clip, ref_seg = model(feats[None], torch.ones(1, feats.shape[0], dtype=torch.bool))
             torch.testing.assert_close(got_clip[i], ref_clip[0], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(got_seg[i], ref_seg[0], atol=1e-5, rtol=1e-5)
@@ -146,8 +187,10 @@ def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_torchscript_matches_eager(pooling):
-    wrapped = WaveformClassifier(AUDIO, make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}))).eval()
+@pytest.mark.parametrize("audio_cfg", [AUDIO, CLIP_AUDIO], ids=["segment", "clip"])
+def test_torchscript_matches_eager(pooling, audio_cfg):
+    model = make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}), audio_cfg=audio_cfg)
+    wrapped = WaveformClassifier(audio_cfg, model).eval()
     scripted = torch.jit.script(wrapped)
     for n in (9000, 16000, 37000):
         waves = 0.1 * torch.randn(3, n, generator=torch.Generator().manual_seed(n))
@@ -187,3 +230,24 @@ def test_load_classifier_restores_config_and_weights(tmp_path):
     waves = 0.1 * torch.randn(2, 30000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(loaded(waves), WaveformClassifier(AUDIO, model).eval()(waves))
+
+
+def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
+    cfg = SMALL
+    model = make_model(cfg)
+    _write_run(tmp_path, model, cfg)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "framing" not in config["audio"]  # segment framing is written as before framing existed
+    assert load_classifier(tmp_path).audio == AUDIO  # framing "segment", as it was trained
+    config["audio"]["window"] = "hann"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json.*unknown AudioConfig fields: \['window'\]"):
+        load_classifier(tmp_path)
+    config["audio"] = {"framing": "frames"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json.*framing='frames'"):
+        load_classifier(tmp_path)
+    del config["audio"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json: no 'audio' section"):
+        load_classifier(tmp_path)

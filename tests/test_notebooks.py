@@ -44,6 +44,9 @@ def test_01_data(ws):
     assert len(labels) == 60 and set(labels["split"]) == {"train", "val", "test"}
     assert (ws["data"] / "truth.csv").exists()
     assert any(ws["cache"].rglob("*.npy")), "features were not cached"
+    # matplotlib figures land in the executed notebook even though the test process runs with MPLBACKEND=Agg
+    outputs = [o for c in json.loads((ws["out"] / "01_data.ipynb").read_text())["cells"] for o in c.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3, "the executed notebook shows no figures"
 
 
 def test_02_teacher_soft_labels(ws):

@@ -14,24 +14,26 @@ import torch.nn as nn
 from mark2_lib import audio, predict
 from mark2_lib.audio import AudioConfig
 from mark2_lib.cli import main
-from mark2_lib.models import ClipClassifier, load_classifier, model_config
+from mark2_lib.models import ClipClassifier, audio_config, load_classifier, model_config
 from mark2_lib.synth import make_default_dataset
 
-CFG = AudioConfig()
+CFG = audio_config("student")  # clip framing
+LEGACY = AudioConfig()         # segment framing, as runs saved before framing existed
 SR = CFG.sample_rate
 
 
 # ----------------------------------------------------------------------------- fixtures
 
-def make_run(run_dir, pooling="mean", seed=0):
+def make_run(run_dir, pooling="mean", seed=0, audio_cfg=CFG):
     """A run folder laid out like the trainer's (config.json + encoder.pt + head.pt).
 
     Untrained weights, but BatchNorm statistics measured on noise and tones and a sharpened last
     layer, so that scores really vary with the input (a fresh model scores everything the same).
+    A segment-framing `audio_cfg` is saved without the `framing` key (`AudioConfig.to_dict`), as old runs were.
     """
     torch.manual_seed(seed)
     cfg = model_config("student", pooling=pooling)
-    model = ClipClassifier(CFG, cfg)
+    model = ClipClassifier(audio_cfg, cfg)
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(CFG.segment_samples) / SR
     waves = torch.cat([torch.randn(32, CFG.segment_samples, generator=g) * torch.rand(32, 1, generator=g),
@@ -41,12 +43,12 @@ def make_run(run_dir, pooling="mean", seed=0):
         m.momentum = None  # a cumulative average over the calibration batch
         m.reset_running_stats()
     with torch.no_grad():
-        model.train().segment_forward(audio.LogMel(CFG)(waves))
+        model.train().segment_forward(audio.LogMel(audio_cfg)(waves)[:, 0])  # 1 s waves: one segment each
         model.head.net[-1].weight.mul_(10.0)
         if model.head.attention is not None:
             model.head.attention.weight.mul_(10.0)
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"train": {}, "audio": CFG.to_dict(), "model": cfg.to_dict()}))
+    (run_dir / "config.json").write_text(json.dumps({"train": {}, "audio": audio_cfg.to_dict(), "model": cfg.to_dict()}))
     torch.save(model.encoder.state_dict(), run_dir / "encoder.pt")
     torch.save(model.head.state_dict(), run_dir / "head.pt")
     return run_dir
@@ -55,7 +57,9 @@ def make_run(run_dir, pooling="mean", seed=0):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {p: make_run(root / p, pooling=p, seed=i) for i, p in enumerate(("mean", "max", "attention"))}
+    out = {p: make_run(root / p, pooling=p, seed=i) for i, p in enumerate(("mean", "max", "attention"))}
+    out["legacy"] = make_run(root / "legacy", seed=3, audio_cfg=LEGACY)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +173,7 @@ def test_segments_csv_times_and_scores(runs, tmp_path):
     assert int(read_csv(out)["n_segments"][0]) == len(times)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention", "legacy"])
 def test_streamed_long_file_equals_whole_file(runs, tmp_path, pooling):
     rng = np.random.default_rng(1)
     x = (rng.uniform(-1, 1, 60 * SR) * np.repeat(rng.uniform(0.01, 0.6, 60), SR)).astype(np.float32)
@@ -206,6 +210,20 @@ def test_44k1_stereo_file_is_resampled_and_mixed(runs, tmp_path):
     assert abs(df["p_noise"][0] - p_clip) < 1e-4
     np.testing.assert_allclose(seg["p_noise"].to_numpy(), p_seg, atol=1e-4)
     assert seg["end_s"].iloc[-1] == pytest.approx(n / SR)
+
+
+@pytest.mark.parametrize("framing", ["segment", "clip"])
+def test_segmenter_gives_the_whole_clips_windows_for_any_block_size(framing):
+    cfg = AudioConfig(sample_rate=1000, segment_seconds=0.04, hop_seconds=0.02, n_fft=16, win_length=16,
+                      hop_length=4, n_mels=4, f_min=0.0, f_max=500.0, framing=framing)
+    rng = np.random.default_rng(0)
+    for n in (1, 8, 9, 39, 40, 41, 100, 333):  # shorter than the reflected context (8), one window, several
+        x = rng.normal(size=n).astype(np.float32)
+        ref = audio.stream_windows_of(torch.from_numpy(x), cfg).numpy()
+        for block in (1, 3, 9, 50, 1000):
+            seg = predict.Segmenter(cfg)
+            got = [w for i in range(0, n, block) for w in seg.push(x[i:i + block])] + list(seg.finish())
+            assert np.array_equal(np.stack(got), ref), (n, block)
 
 
 @pytest.mark.parametrize("orig", [44100, 8000, 22050])

@@ -1,8 +1,8 @@
 """Tests for mark2_lib.train: learning, run folder, best weights, determinism, resume after a real
 SIGKILL, atomic checkpoints, early stopping, NaN, load_classifier round trip, no test-label leakage.
 
-Most tests stub loss_curves.png (matplotlib costs ~0.5 s per epoch here); the shared reference run
-and test_run_directory_contents use the real plot.
+Most tests stub loss_curves.png (matplotlib costs ~0.1-0.5 s per redraw here); the shared reference
+run and test_run_directory_contents use the real plot.
 """
 import copy
 import io
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # halved after epochs 4 and 5, which a freshly built scheduler or early stopper would do differently.
 REF_MODEL = ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, pooling="attention", dropout=0.1)
 REF_TRAIN = dict(alpha=0.5, temperature=2.0, epochs=6, patience=100, batch_size=8, lr=2e-2, seed=5,
-                 lr_patience=0, random_segment=True, progress=False)
+                 lr_patience=0, random_segment=True, soft_target="clip", progress=False)
 HISTORY_COLUMNS = {"epoch", "lr", "seconds", "train_total", "train_soft", "train_hard", "val_total", "val_soft",
                    "val_hard", "val_accuracy", "val_macro_f1", "val_roc_auc"}
 
@@ -53,11 +53,29 @@ def soft(tiny_data, tmp_path_factory):
     return load_soft_labels(path, manifest)
 
 
+class CountingCurves:
+    """Stands in for plots.LossCurves: records which epochs were drawn, optionally slowly, and draws nothing."""
+
+    drawn: list = []
+    cost = 0.0
+
+    def __init__(self, *a, **k):
+        pass
+
+    def update(self, history):
+        CountingCurves.drawn.append(len(history))
+
+    def save(self, path, dpi=80):
+        time.sleep(CountingCurves.cost)
+
+
 @pytest.fixture
 def no_plots(monkeypatch):
-    """Skip loss_curves.png (slow, and not what these tests check)."""
+    """Skip loss_curves.png (slow, and not what these tests check); yields the stand-in class."""
     import mark2_lib.plots
-    monkeypatch.setattr(mark2_lib.plots, "plot_loss_curves", lambda *a, **k: None)
+    monkeypatch.setattr(mark2_lib.plots, "LossCurves", CountingCurves)
+    CountingCurves.drawn, CountingCurves.cost = [], 0.0
+    yield CountingCurves
 
 
 def run_ref(run_dir, tiny_data, soft, resume=True, **overrides):
@@ -221,7 +239,11 @@ DRIVER = textwrap.dedent('''
     import json, sys, time, types
     args = json.loads(sys.argv[1])
     # loss_curves.png is not compared; skip matplotlib (its import alone takes seconds)
-    sys.modules["mark2_lib.plots"] = types.SimpleNamespace(plot_loss_curves=lambda *a, **k: None)
+    class NoCurves:
+        def __init__(self, *a, **k): pass
+        def update(self, history): pass
+        def save(self, path, dpi=80): pass
+    sys.modules["mark2_lib.plots"] = types.SimpleNamespace(LossCurves=NoCurves)
     import torch
     torch.set_num_threads(args["threads"])
     import mark2_lib.train as T
@@ -485,3 +507,93 @@ def test_training_never_reads_soft_labels_of_test_clips(tiny_data, soft, tmp_pat
     assert len(datasets) == 2
     for ds in datasets:
         assert not (set(ds.clip_ids) | set(ds.soft.clip) | set(ds.soft.segment)) & test_ids
+
+
+# ----------------------------------------------------------------------------- loss_curves.png redraws
+
+def test_loss_curves_redrawn_every_epoch_within_budget(tiny_data, soft, tmp_path, no_plots):
+    run_ref(tmp_path / "every", tiny_data, soft, curves_budget=1.0)
+    assert no_plots.drawn == list(range(1, REF_TRAIN["epochs"] + 1))
+
+
+def test_slow_redraws_are_skipped_but_the_last_epoch_is_drawn(tiny_data, soft, tmp_path, no_plots):
+    no_plots.cost = 0.3  # each redraw costs far more than 5 % of these tiny epochs
+    run_ref(tmp_path / "budget", tiny_data, soft)
+    assert no_plots.drawn[-1] == REF_TRAIN["epochs"]
+    assert len(no_plots.drawn) < REF_TRAIN["epochs"]
+    assert len(pd.read_csv(tmp_path / "budget" / "history.csv")) == REF_TRAIN["epochs"]  # history: every epoch
+
+
+def test_failed_run_draws_its_last_epoch(tiny_data, soft, tmp_path, monkeypatch, no_plots):
+    no_plots.cost = 0.3
+    real_epoch, calls = train_mod.Trainer._run_epoch, []
+
+    def failing(self, *a, **k):
+        calls.append(1)
+        if len(calls) > 6:  # train + val of three epochs, then the fourth training pass fails
+            raise RuntimeError("disk full")
+        return real_epoch(self, *a, **k)
+
+    monkeypatch.setattr(train_mod.Trainer, "_run_epoch", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_ref(tmp_path / "failed", tiny_data, soft)
+    assert no_plots.drawn[-1] == 3
+
+
+def test_curves_budget_is_validated():
+    with pytest.raises(ValueError, match="curves_budget"):
+        TrainConfig(curves_budget=0)
+
+
+# ----------------------------------------------------------------------------- segment-level distillation
+
+def _val_trainer(tiny_data, soft_labels, tmp_path, **overrides):
+    manifest, features, audio_cfg = tiny_data
+    torch.manual_seed(0)
+    model = ClipClassifier(audio_cfg, REF_MODEL)
+    val = ClipDataset(manifest.split("val"), features, soft_labels)
+    cfg = TrainConfig(**{**REF_TRAIN, **overrides})
+    return train_mod.Trainer(model, val, val, cfg, tmp_path / "run", audio_cfg, REF_MODEL), model, val
+
+
+def test_segment_soft_target_matches_a_per_segment_reference(tiny_data, tmp_path):
+    manifest, features, _ = tiny_data
+    val_ids = manifest.split("val").clip_ids
+    rng = np.random.default_rng(0)
+    seg_p = {c: rng.uniform(0.01, 0.99, features[c].shape[0]) for c in val_ids}
+    soft = SoftLabels({c: np.array([0.5, 0.5]) for c in val_ids},
+                      {c: {k: np.array([1 - q, q]) for k, q in enumerate(seg_p[c])} for c in val_ids})
+    trainer, model, _ = _val_trainer(tiny_data, soft, tmp_path, soft_target="segment")
+    out = trainer._run_epoch(trainer.val_set, train=False, epoch=0)
+
+    model.eval()
+    loss = DistillationLoss(REF_TRAIN["alpha"], REF_TRAIN["temperature"])
+    labels = manifest.split("val").df.set_index("clip_id")["label"]
+    with torch.no_grad():
+        seg_logits = torch.cat([model.segment_forward(torch.tensor(np.array(features[c])))[0] for c in val_ids])
+    targets = torch.tensor(np.concatenate([np.stack([1 - seg_p[c], seg_p[c]], 1) for c in val_ids]), dtype=torch.float32)
+    hard = torch.tensor(np.concatenate([[labels[c]] * len(seg_p[c]) for c in val_ids]))
+    expected = loss(seg_logits, targets, hard, return_parts=True)["soft"]
+    assert out["soft"] == pytest.approx(float(expected), rel=1e-5)
+    clip_mode = _val_trainer(tiny_data, soft, tmp_path, soft_target="clip")[0]._run_epoch(
+        trainer.val_set, train=False, epoch=0)
+    assert clip_mode["soft"] != pytest.approx(out["soft"], rel=1e-3)  # the option really switches targets
+    assert clip_mode["hard"] == pytest.approx(out["hard"], rel=1e-6)  # the hard term is always per clip
+
+
+def test_segments_without_teacher_labels_use_the_clip_label(tiny_data, tmp_path):
+    manifest, features, _ = tiny_data
+    val_ids = manifest.split("val").clip_ids
+    p = {c: np.array([0.3, 0.7]) if i % 2 else np.array([0.9, 0.1]) for i, c in enumerate(val_ids)}
+    clip_only = SoftLabels(dict(p), {})
+    spelled_out = SoftLabels(dict(p), {c: {k: p[c] for k in range(features[c].shape[0])} for c in val_ids})
+    a_trainer, b_trainer = (_val_trainer(tiny_data, s, tmp_path, soft_target="segment")[0]
+                            for s in (clip_only, spelled_out))
+    a = a_trainer._run_epoch(a_trainer.val_set, train=False, epoch=0)
+    b = b_trainer._run_epoch(b_trainer.val_set, train=False, epoch=0)
+    assert a["soft"] == pytest.approx(b["soft"], rel=1e-6) and a["soft"] > 0
+
+
+def test_unknown_soft_target_is_rejected():
+    with pytest.raises(ValueError, match="soft_target"):
+        TrainConfig(soft_target="frame")

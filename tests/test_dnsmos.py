@@ -1,0 +1,107 @@
+"""Tests for the DNSMOS teacher on a handful of synthetic clips (needs the `dnsmos` extra)."""
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+pytest.importorskip("onnxruntime", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
+pytest.importorskip("speechmos", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
+
+from mark2_lib import dnsmos, synth  # noqa: E402
+from mark2_lib.audio import AudioConfig, DataError, n_segments  # noqa: E402
+from mark2_lib.data import load_labels, load_soft_labels  # noqa: E402
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def model():
+    return dnsmos.DnsmosModel(threads=1)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Six 2 s clips of synthetic speech: three clean, three with white noise at 0 dB; two per split."""
+    root = tmp_path_factory.mktemp("dnsmos_clips")
+    (root / "audio").mkdir()
+    rows = []
+    for i in range(6):
+        rng = np.random.default_rng([11, i])
+        x = synth.speech(rng, 2 * SR, SR)
+        noisy = i % 2 == 1
+        if noisy:
+            x = synth.mix_at_snr(x, synth.white(rng, 2 * SR, SR), 0.0)
+        sf.write(root / "audio" / f"c{i}.wav", 0.5 * x / np.abs(x).max(), SR, subtype="PCM_16")
+        rows.append([f"c{i}", f"audio/c{i}.wav", "noise" if noisy else "clean", ("train", "val", "test")[i // 2]])
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["clip_id", "path", "label", "split"], *rows])
+    return root
+
+
+def test_windows_tile_short_audio_and_hop_long_audio():
+    short = np.arange(3 * SR, dtype=np.float32) / (4 * SR)
+    w = dnsmos.DnsmosModel.windows(short)
+    assert w.shape == (1, dnsmos.WINDOW)
+    assert np.array_equal(w[0, :3 * SR], short) and np.array_equal(w[0, 3 * SR:6 * SR], short)
+    assert dnsmos.DnsmosModel.windows(np.zeros(11 * SR)).shape == (2, dnsmos.WINDOW)  # starts 0, 1 s (2 s overruns)
+    assert dnsmos.DnsmosModel.windows(np.zeros(12 * SR)).shape == (3, dnsmos.WINDOW)
+    assert dnsmos.DnsmosModel.windows(np.full(SR, 3.0)).max() == 1.0  # clipped to DNSMOS's [-1, 1]
+    with pytest.raises(DataError, match="empty"):
+        dnsmos.DnsmosModel.windows(np.zeros(0))
+
+
+def test_soft_labels_cache_and_calibration(clips, tmp_path):
+    audio = AudioConfig()
+    manifest = load_labels(clips / "labels.csv")
+    out = tmp_path / "soft.csv"
+    info = dnsmos.dnsmos_soft_labels(manifest, audio, tmp_path / "cache", out, segment_splits=("train",),
+                                     progress=False)
+    assert info["a"] < 0  # more intrusive background (lower BAK) -> more likely 'noise'
+    scores = info["scores"]
+    assert not scores["cached"].any() and len(scores) == 6
+    assert ((scores[["sig", "bak", "ovr"]] >= 1.0) & (scores[["sig", "bak", "ovr"]] <= 5.5)).all().all()
+    noisy = scores["label"] == 1
+    assert scores.loc[noisy, "bak"].max() < scores.loc[~noisy, "bak"].min() - 0.5, scores  # noise lowers BAK
+    assert scores.loc[noisy, "p_noise"].min() > scores.loc[~noisy, "p_noise"].max()
+    soft = load_soft_labels(out, manifest)
+    assert soft.teachers == ["dnsmos"] and set(soft.clip) == set(manifest.clip_ids)
+    assert set(soft.segment) == {"c0", "c1"}  # only the train split's segments were asked for
+    assert sorted(soft.segment["c0"]) == list(range(n_segments(2 * SR, audio)))
+    # second run: every clip from the cache, same numbers; asking for more segments scores just those
+    again, seg = dnsmos.score_manifest(manifest, audio, tmp_path / "cache", ("train",), progress=False)
+    assert again["cached"].all()
+    assert np.allclose(again["bak"], scores["bak"])
+    more, seg = dnsmos.score_manifest(manifest, audio, tmp_path / "cache", ("train", "val"), progress=False)
+    assert more["cached"].tolist() == [True, True, False, False, True, True] and set(seg) == {"c0", "c1", "c2", "c3"}
+    # editing a file invalidates its entry
+    x, _ = sf.read(clips / "audio" / "c4.wav")
+    sf.write(tmp_path / "edited.wav", x[: SR], SR)
+    (clips / "audio" / "c4.wav").write_bytes((tmp_path / "edited.wav").read_bytes())
+    last, _ = dnsmos.score_manifest(manifest, audio, tmp_path / "cache", ("train",), progress=False)
+    assert last.set_index("clip_id")["cached"].to_dict()["c4"] is False
+
+
+def test_platt_fit_and_single_label_error():
+    bak = np.array([1.5, 1.8, 2.0, 2.6, 3.5, 3.9, 4.0, 4.2])
+    a, b = dnsmos.fit_platt(bak, [1, 1, 1, 0, 1, 0, 0, 0])
+    p = dnsmos.platt(bak, a, b)
+    assert a < 0 and np.all(np.diff(p) < 0) and 0.5 < -b / a / 3 < 1.2
+    with pytest.raises(DataError, match="both labels"):
+        dnsmos.fit_platt(bak, [0] * 8)
+
+
+def test_warns_on_non_speech_only():
+    with pytest.warns(UserWarning, match="built for speech.*music 2"):
+        dnsmos.warn_if_not_speech(pd.DataFrame({"source_type": ["speech", "music", "music", "room"]}))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dnsmos.warn_if_not_speech(pd.DataFrame({"source_type": ["speech"] * 3}))
+        dnsmos.warn_if_not_speech(None)
+
+
+def test_realtime_factor_is_positive(model):
+    rng = np.random.default_rng(0)
+    assert dnsmos.realtime_factor([0.1 * rng.standard_normal(2 * SR)], model, repeats=1) > 0
