@@ -6,7 +6,7 @@ import sys
 
 
 def _make_data(args) -> int:
-    from .paths import DEFAULT_DATA, DEFAULT_TEACHER_POOL, resolve
+    from .paths import resolve
     from .synth import make_default_dataset
 
     out = make_default_dataset(resolve(args.out), n_clips=args.n_clips, seed=args.seed)

@@ -1,6 +1,8 @@
 """Figures for the workbook: loss curves, calibration, confusion, sweeps and data views."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

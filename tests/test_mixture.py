@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mark2_lib import synth
+from mark2_lib import mixtures, synth
 
 SR = 16000
 
@@ -93,7 +93,7 @@ def test_splits_are_speaker_disjoint_including_babble(tmp_path, sources):
     for r in babble:
         talkers = r["noise_source"].split("+")
         assert r["speaker"] not in talkers and len(talkers) >= 3
-        assert {split_of_speaker.get(t, synth.split_groups(speakers, 1)[t]) for t in talkers} == {r["split"]}
+        assert {split_of_speaker.get(t, mixtures.split_groups(speakers, 1)[t]) for t in talkers} == {r["split"]}
     counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
     assert counts == {"train": 56, "val": 12, "test": 12}
     kinds = {r["noise_type"] for r in rows}

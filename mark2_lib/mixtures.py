@@ -1,0 +1,200 @@
+"""Mixtures of real recordings: clean speech + recorded, synthetic or babble noise at drawn SNRs,
+labelled with the default data's annotator model and split by speaker (`make_mixture_dataset`).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm.auto import tqdm
+
+from .synth import (ANNOTATOR, NOISES, NOISE_TYPES, PEAK_RANGE_DBFS, P_NO_NOISE, SNR_RANGE_DB, SPLITS, _gain,
+                    _is_built, _mic_floor, _unit, _write_csv, annotator_p_noise, mix_at_snr)
+
+MIXTURE_MARKER = ".mark2-mixture"  # marks a folder make_mixture_dataset built
+MIXTURE_VERSION = 1
+NOISE_KINDS = (("recorded", 0.5), ("synthetic", 0.3), ("babble", 0.2))  # noise source of a noisy clip
+SYNTHETIC_NOISES = ("white", "pink", "brown", "hum")
+GAP_SECONDS = (0.05, 0.25)  # pause between two recordings joined into one clean clip
+
+
+def read_mono(path, sample_rate: int) -> np.ndarray:
+    """Decode an audio file to mono float64 at `sample_rate` (polyphase resampling); ValueError names the file."""
+    try:
+        x, sr = sf.read(str(path), dtype="float64", always_2d=True)
+    except Exception as e:  # libsndfile's errors are not one type
+        raise ValueError(f"{path}: not readable audio ({e})") from None
+    x = x.mean(axis=1)
+    if sr != sample_rate:
+        g = math.gcd(int(sr), int(sample_rate))
+        x = resample_poly(x, sample_rate // g, sr // g)
+    if not len(x) or not np.isfinite(x).all() or not np.any(x):
+        raise ValueError(f"{path}: empty, silent or non-finite audio")
+    return x
+
+
+def trim_silence(x: np.ndarray, sr: int, floor_db: float = -40.0) -> np.ndarray:
+    """Drop leading and trailing 10 ms frames more than `floor_db` below the loudest frame."""
+    hop = max(sr // 100, 1)
+    n = len(x) // hop
+    if n < 2:
+        return x
+    energy = np.mean(x[:n * hop].reshape(n, hop) ** 2, axis=1)
+    loud = np.flatnonzero(energy >= energy.max() * 10 ** (floor_db / 10))
+    return x[loud[0] * hop:(loud[-1] + 1) * hop]
+
+
+def split_groups(groups, seed: int) -> dict[str, str]:
+    """Put each speaker (or source file) wholly into train, val or test: about 15 % of groups each to val and test."""
+    names = sorted(set(groups))
+    if len(names) < 3:
+        raise ValueError(f"need at least 3 speakers or source files to split by speaker, got {len(names)}")
+    order = [names[i] for i in np.random.default_rng([seed, 1]).permutation(len(names))]
+    out, start = {}, 0
+    for split, frac in SPLITS:
+        k = max(round(frac * len(names)), 1)
+        out.update({g: split for g in order[start:start + k]})
+        start += k
+    if start >= len(names):
+        raise ValueError(f"{len(names)} speakers leave none for train; add speakers or source files")
+    out.update({g: "train" for g in order[start:]})
+    return out
+
+
+class _Recordings:
+    """Decoded, silence-trimmed recordings, loaded once per build."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate, self._cache = sample_rate, {}
+
+    def __call__(self, path, trim: bool = True) -> np.ndarray:
+        key = (str(path), trim)
+        if key not in self._cache:
+            x = read_mono(path, self.sample_rate)
+            self._cache[key] = trim_silence(x, self.sample_rate) if trim else x
+        return self._cache[key]
+
+
+def _talker(rng, files: list, n: int, sr: int, load) -> tuple[np.ndarray, list]:
+    """n samples of one speaker: their recordings in random order at even levels, with short pauses."""
+    out, used, pos = np.zeros(n), [], 0
+    while pos < n:
+        f = files[rng.integers(len(files))]
+        x = load(f)
+        room = n - pos
+        if len(x) > room:
+            start = int(rng.integers(0, len(x) - room + 1))
+            x = x[start:start + room]
+        out[pos:pos + len(x)] = _gain(rng.uniform(-3, 0)) * _unit(x)
+        used.append(f)
+        pos += len(x) + int(rng.uniform(*GAP_SECONDS) * sr)
+    return out, used
+
+
+def _recorded_noise(rng, path, n: int, load) -> np.ndarray:
+    """n samples of a noise recording from a random offset, looped when it is shorter."""
+    x = load(path, trim=False)
+    start = int(rng.integers(len(x)))
+    return np.resize(np.roll(x, -start), n)
+
+
+def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_DB, seed: int = 0,
+                         n_clips: int = 480, clip_seconds: float = 2.0, sample_rate: int = 16000,
+                         speakers=None, synthetic_noises=SYNTHETIC_NOISES, babble: bool = True,
+                         progress: bool = True) -> Path:
+    """Mix clean recordings with noise at drawn SNRs, label them with the annotator model, split by speaker.
+
+    `clean_files`: audio paths; `speakers` (same length) names each file's speaker, else every file is
+    its own group. `noise_files`: paths, or a mapping path -> annotator noise class (one of NOISE_TYPES;
+    default "fan"). A noisy clip's noise is a recording, a synthetic noise or babble of 4-6 other
+    speakers of the same split. Train, val and test never share a speaker. Writes audio/*.wav,
+    labels.csv, truth.csv and mixture.json; clip i depends only on (seed, i) and the inputs.
+    """
+    out_dir, clean_files = Path(out_dir), [str(f) for f in clean_files]
+    noise = dict(noise_files) if isinstance(noise_files, dict) else {f: "fan" for f in noise_files}
+    noise = {str(f): c for f, c in noise.items()}
+    speakers = None if speakers is None else [str(s) for s in speakers]
+    lo, hi = (float(v) for v in snr_range)
+    if not (int(n_clips) >= 1 and int(seed) >= 0 and clip_seconds > 0 and int(sample_rate) >= 8000 and lo <= hi):
+        raise ValueError("need n_clips >= 1, seed >= 0, clip_seconds > 0, sample_rate >= 8000 and snr_range (lo, hi)")
+    if not clean_files or (speakers is not None and len(speakers) != len(clean_files)):
+        raise ValueError(f"need clean files and one speaker per file ({len(clean_files)} files, "
+                         f"{len(speakers or [])} speakers)")
+    bad = {c for c in noise.values() if c not in ANNOTATOR} | set(synthetic_noises) - set(NOISES)
+    if bad:
+        raise ValueError(f"unknown noise class(es) {sorted(bad)}; expected some of {NOISE_TYPES}")
+    base = os.path.commonpath([os.path.abspath(f) for f in clean_files + list(noise)])
+    rel = {f: os.path.relpath(os.path.abspath(f), base) for f in clean_files + list(noise)}  # names in truth.csv
+    speakers = [rel[f] for f in clean_files] if speakers is None else speakers
+    inputs = sorted((rel[f], s) for f, s in zip(clean_files, speakers)), sorted((rel[f], c) for f, c in noise.items())
+    params = {"version": MIXTURE_VERSION, "n_clips": int(n_clips), "seed": int(seed),
+              "clip_seconds": float(clip_seconds), "sample_rate": int(sample_rate), "snr_range": [lo, hi],
+              "synthetic_noises": list(synthetic_noises), "babble": bool(babble),
+              "inputs": hashlib.sha1(json.dumps(inputs).encode()).hexdigest()}
+    if _is_built(out_dir, params, "mixture.json"):
+        return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MIXTURE_MARKER).exists():
+        raise ValueError(f"{out_dir} holds files that make_mixture_dataset did not make; choose a new or empty folder")
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    (out_dir / MIXTURE_MARKER).write_text("made by mark2_lib.synth.make_mixture_dataset; safe to regenerate\n")
+    (out_dir / "mixture.json").unlink(missing_ok=True)
+    split_of = split_groups(speakers, seed)
+    by_speaker: dict[str, list] = {}
+    for f, s in sorted(zip(clean_files, speakers), key=lambda fs: (rel[fs[0]], fs[1])):
+        by_speaker.setdefault(s, []).append(f)
+    in_split = {sp: sorted(s for s in by_speaker if split_of[s] == sp) for sp in ("train", "val", "test")}
+    n_val, n_test = (round(frac * n_clips) for _, frac in SPLITS)
+    clip_split = ["val"] * n_val + ["test"] * n_test + ["train"] * (n_clips - n_val - n_test)
+    n, load, rows = int(round(clip_seconds * sample_rate)), _Recordings(sample_rate), []
+    for i in tqdm(range(n_clips), desc="mixing clips", unit="clip", disable=not progress):
+        clip_id, split = f"m{seed}_c{i:05d}", clip_split[i]
+        rng = np.random.default_rng([seed, 2, i])
+        speaker = in_split[split][rng.integers(len(in_split[split]))]
+        clean, used = _talker(rng, by_speaker[speaker], n, sample_rate, load)
+        clean = _mic_floor(rng, clean)
+        others = [s for s in in_split[split] if s != speaker]
+        kinds = [(k, p) for k, p in NOISE_KINDS if (k != "recorded" or noise) and (k != "synthetic" or synthetic_noises)
+                 and (k != "babble" or (babble and len(others) >= 3))]
+        noise_type, noise_src, snr = "none", "", math.nan
+        if kinds and rng.random() >= P_NO_NOISE:
+            kind = kinds[rng.choice(len(kinds), p=np.array([p for _, p in kinds]) / sum(p for _, p in kinds))][0]
+            if kind == "recorded":
+                path = sorted(noise, key=rel.get)[rng.integers(len(noise))]
+                noise_type, noise_src, sig = noise[path], rel[path], _recorded_noise(rng, path, n, load)
+            elif kind == "synthetic":
+                noise_type = noise_src = synthetic_noises[rng.integers(len(synthetic_noises))]
+                sig = NOISES[noise_type](rng, n, sample_rate)
+            else:
+                talkers = [others[j] for j in rng.choice(len(others), size=min(int(rng.integers(4, 7)), len(others)),
+                                                         replace=False)]
+                sig = sum(_gain(rng.uniform(-6, 0)) * _talker(rng, by_speaker[t], n, sample_rate, load)[0]
+                          for t in talkers)
+                noise_type, noise_src = "babble", "+".join(talkers)
+            snr = round(float(rng.uniform(lo, hi)), 2)
+            clean = mix_at_snr(clean, sig, snr)
+        p = annotator_p_noise(noise_type, snr)
+        label = "noise" if rng.random() < p else "clean"
+        x = clean * (_gain(rng.uniform(*PEAK_RANGE_DBFS)) / np.max(np.abs(clean)))
+        buf = io.BytesIO()
+        sf.write(buf, x, sample_rate, subtype="PCM_16", format="WAV")
+        (out_dir / "audio" / f"{clip_id}.wav").write_bytes(buf.getvalue())
+        rows.append([clip_id, split, label, speaker, "+".join(sorted({rel[f] for f in used})), noise_type, noise_src,
+                     "" if math.isnan(snr) else f"{snr:.2f}", f"{p:.6f}"])
+    keep = {f"{r[0]}.wav" for r in rows}
+    for old in (out_dir / "audio").glob("m*_c*.wav"):  # clips of an earlier, larger build
+        if old.name not in keep:
+            old.unlink()
+    _write_csv(out_dir / "labels.csv", ["clip_id", "path", "label", "split"],
+               [[r[0], f"audio/{r[0]}.wav", r[2], r[1]] for r in rows])
+    _write_csv(out_dir / "truth.csv", ["clip_id", "split", "label", "speaker", "clean_files", "source_type",
+                                       "noise_type", "noise_source", "snr_db", "p_noise_annotator"],
+               [[r[0], r[1], r[2], r[3], r[4], "speech", *r[5:]] for r in rows])
+    (out_dir / "mixture.json").write_text(json.dumps(params, indent=2) + "\n")
+    return out_dir
