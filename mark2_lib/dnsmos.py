@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write_text
 from .audio import AudioConfig, DataError, load_audio, segment_waveform
-from .data import Manifest, write_soft_labels
+from .data import Manifest, file_sha1, write_soft_labels
 from .metrics import expected_calibration_error
 
 SR = 16000                      # DNSMOS's only sample rate
@@ -81,9 +81,8 @@ class DnsmosModel:
 
 def _cache_key(path, audio: AudioConfig) -> str:
     """sha1 of the file's bytes plus the segmentation and the method version."""
-    h = hashlib.sha1(Path(path).read_bytes())
-    h.update(f"dnsmos-v{METHOD_VERSION}-{audio.segment_seconds}-{audio.hop_seconds}".encode())
-    return h.hexdigest()
+    tag = f"{file_sha1(path)}-dnsmos-v{METHOD_VERSION}-{audio.segment_seconds}-{audio.hop_seconds}"
+    return hashlib.sha1(tag.encode()).hexdigest()
 
 
 def score_manifest(manifest: Manifest, audio: AudioConfig, cache_dir, segment_splits=SPLITS,

@@ -106,3 +106,13 @@ def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: in
                 model(waves[i:i + batch_size])
             times.append(time.perf_counter() - t0)
     return waves.numel() / sample_rate / float(np.median(times))
+
+
+def speed_table(models: dict, waves: torch.Tensor, sample_rate: int) -> pd.DataFrame:
+    """Parameters, M MACs per second of audio (each model's own front end) and x real time, one row per model."""
+    from .models import count_parameters, macs_per_second
+
+    return pd.DataFrame({name: {"parameters": count_parameters(m.model),
+                                "M MACs / s audio": macs_per_second(m.model) / 1e6,
+                                "x real time": realtime_factor(m, waves, sample_rate)}
+                         for name, m in models.items()}).T
