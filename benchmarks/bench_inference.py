@@ -17,9 +17,10 @@ framed per segment.
 
 Each is `--warmup` passes over all the audio, then the median of `--repeat` timed passes,
 reported as x real time (seconds of audio per second of wall time). One subprocess per thread
-count times both models with their passes interleaved, so a busy machine slows both alike.
-Peak memory: a fresh subprocess per (model, threads) runs two end-to-end passes; ru_maxrss
-minus the RSS just before them (model and audio already loaded).
+count times both models with their passes interleaved, so a busy machine slows both alike; the
+speed ratio is taken per round (teacher pass / student pass) and its median reported.
+Peak memory: a fresh subprocess per (model, threads) runs two end-to-end passes; the RSS
+high-water mark over them (reset just before) minus the RSS just before them (model and audio loaded).
 Goals on 2 cores: student >= 1000x real time end to end, and >= 10x faster than the teacher.
 """
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import statistics
 import subprocess
@@ -46,21 +46,35 @@ GOAL_RT, GOAL_RATIO = 1000.0, 10.0
 
 def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     """`[n_waves, clip_seconds * sr]` float32: consecutive 2 s default-data clips joined end to end."""
+    from mark2_lib.evaluate import join_clips
     from mark2_lib.synth import render_clip
 
     part = int(2 * sample_rate)
-    n_total = int(round(minutes * 60 * sample_rate))
-    wave_len = int(round(clip_seconds * sample_rate))
-    n_waves = max(n_total // wave_len, 1)
-    n_parts = -(-n_waves * wave_len // part)
-    audio = np.concatenate([render_clip(seed, i, part, sample_rate)[1] for i in range(n_parts)])
-    return audio[:n_waves * wave_len].astype(np.float32).reshape(n_waves, wave_len)
+    n_waves = max(int(round(minutes * 60 * sample_rate)) // int(round(clip_seconds * sample_rate)), 1)
+    n_parts = -(-n_waves * int(round(clip_seconds * sample_rate)) // part)
+    clips = [render_clip(seed, i, part, sample_rate)[1] for i in range(n_parts)]
+    return join_clips(clips, sample_rate, clip_seconds)[:n_waves].numpy()
 
 
 def rss_mb() -> float:
     """Current resident set size, MiB (Linux)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's RSS high-water mark (VmHWM) to the current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_mb() -> float:
+    """RSS high-water mark (VmHWM) since the last reset_peak_rss, MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def load(size: str, run):
@@ -109,6 +123,11 @@ def time_worker(args) -> dict:
     for (size, what), t in times.items():
         out[size][what] = statistics.median(t)
         out[size][what + "_best"] = min(t)
+    # the speed ratio per round (a teacher pass over a student pass timed moments apart), then the
+    # median: a load change on the machine slows both sides of a round, so it cancels out
+    for size in out:
+        out[size]["vs_teacher"] = statistics.median(
+            t / s for t, s in zip(times["teacher", "end_to_end"], times[size, "end_to_end"]))
     return out
 
 
@@ -120,11 +139,12 @@ def memory_worker(args) -> dict:
     model, _ = load(args.size, args.run)
     batches = list(torch.from_numpy(np.load(args.audio)).split(args.batch_size))
     before = rss_mb()
+    reset_peak_rss()  # the process peaked higher while importing and loading: measure the passes alone
     with torch.inference_mode():
         for _ in range(2):
             for b in batches:
                 model(b)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {"peak_mb": peak - before, "process_peak_mb": peak}
 
 
@@ -189,7 +209,7 @@ def main(argv=None):
             r, t = results[size, threads], results["teacher", threads]
             rt = {k: r["seconds"] / r[k] for k in ("end_to_end", "end_to_end_best", "features", "model")}
             best = f"({rt['end_to_end_best']:.0f}x)"
-            ratio = f"{t['end_to_end'] / r['end_to_end']:.1f}x"
+            ratio = f"{r['vs_teacher']:.1f}x"
             print(f"{size:<9}{threads:>8}{rt['end_to_end']:>11.0f}x{best:>9}{rt['features']:>9.0f}x"
                   f"{rt['model']:>8.0f}x{ratio:>12}{r['params']:>9,}{r['macs_per_s'] / 1e6:>8.2f}{r['peak_mb']:>9.1f}")
     for size in ("student", "teacher"):
@@ -197,12 +217,14 @@ def main(argv=None):
     print(f"\nx real time = seconds of audio per second of wall time: median of {args.repeat} passes over all "
           f"the audio after {args.warmup} warm-up passes, student and teacher passes interleaved in one process "
           "per thread count (best = fastest pass); features = segment + log-mel only; model = on precomputed "
-          "features; vs teacher = the teacher's end-to-end time over this model's, at the same thread count; "
+          "features; vs teacher = the teacher's end-to-end time over this model's in the same round, median over "
+          "the rounds, at the same thread count; "
           "MMAC/s = model multiply-accumulates per second of audio (front end excluded); "
-          "peak MB = ru_maxrss rise over two end-to-end passes, in a fresh process per model and thread count.")
+          "peak MB = rise of the RSS high-water mark (reset first) over two end-to-end passes, in a fresh process "
+          "per model and thread count.")
     for threads in args.threads:
         s, t = results["student", threads], results["teacher", threads]
-        ratio = t["end_to_end"] / s["end_to_end"]
+        ratio = s["vs_teacher"]
         rt = s["seconds"] / s["end_to_end"]
         print(f"{threads} thread(s): student {rt:.0f}x real time end to end "
               f"({'meets' if rt >= GOAL_RT else 'misses'} the {GOAL_RT:.0f}x goal), "

@@ -1,6 +1,6 @@
 """Trainer overhead against a bare PyTorch loop, and peak memory of training at 1x and 4x data.
 
-    python benchmarks/bench_train.py                          # 2000 generated clips (and 8000 for 4x)
+    python benchmarks/bench_train.py                          # 3000 generated clips (and 12000 for 4x)
     python benchmarks/bench_train.py --n-clips 400 --skip-rss  # tiny epochs: fixed costs show most
     python benchmarks/bench_train.py --data-dir data/default --epochs 2 --repeat 1
 
@@ -175,7 +175,8 @@ def measure_rss(data_dir: Path, cache_dir: Path, run_dir: Path, args) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, help="folder with labels.csv for the timing rows (default: generate)")
-    ap.add_argument("--n-clips", type=int, default=2000, help="generated clips for 1x (default 2000, the workbook's data; 4x = 4 times)")
+    ap.add_argument("--n-clips", type=int, default=3000,
+                    help="generated clips for 1x (default 3000, the workbook's data: 1,500 train clips; 4x = 4 times)")
     ap.add_argument("--epochs", type=int, default=10, help="epochs per timing row (default 10)")
     ap.add_argument("--rss-epochs", type=int, default=2, help="epochs per memory run (default 2)")
     ap.add_argument("--batch-size", type=int, default=64, help="clips per batch (default 64, TrainConfig's)")

@@ -230,8 +230,8 @@ class LogMel(torch.nn.Module):
         if centre:  # reflect padding, as torch.stft(center=True); torch.cat is much faster than F.pad's reflect
             c = self.n_fft // 2
             x = torch.cat([x[:, 1:c + 1].flip(-1), x, x[:, -c - 1:-1].flip(-1)], dim=-1)
-        spec = torch.view_as_real(torch.fft.rfft(x.unfold(-1, self.n_fft, self.hop_length) * self.window))
-        power = torch.addcmul(spec[..., 0].square(), spec[..., 1], spec[..., 1])  # re² + im², no sqrt
+        sq = torch.view_as_real(torch.fft.rfft(x.unfold(-1, self.n_fft, self.hop_length) * self.window)).square_()
+        power = sq[..., 0] + sq[..., 1]  # re² + im², no sqrt
         db = torch.matmul(power, self.fb).clamp_min_(1e-10).log10_().mul_(10.0)
         return db.reshape(shape[:-1] + db.shape[-2:])
 

@@ -7,13 +7,13 @@ import sys
 
 def _make_data(args) -> int:
     from .paths import resolve
-    from .synth import make_default_dataset
+    from .synth import POOL_SPLITS, make_default_dataset
 
     out = make_default_dataset(resolve(args.out), n_clips=args.n_clips, seed=args.seed)
     print(f"default dataset: {out}")
     if args.teacher_pool_factor > 0:
         pool = make_default_dataset(resolve(args.teacher_pool), n_clips=args.n_clips * args.teacher_pool_factor,
-                                    seed=args.seed + 1000)
+                                    seed=args.seed + 1000, splits=POOL_SPLITS)
         print(f"teacher pool:    {pool}")
     return 0
 
@@ -97,10 +97,10 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("make-data", help="generate the built-in default dataset (and the teacher's pool)")
     p.add_argument("--out", default=DEFAULT_DATA, help="output folder (relative to the repository)")
-    p.add_argument("--n-clips", type=int, default=2000, help="clips in the student dataset")
+    p.add_argument("--n-clips", type=int, default=3000, help="clips in the student dataset")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--teacher-pool", default=DEFAULT_TEACHER_POOL, help="folder of the teacher's pool")
-    p.add_argument("--teacher-pool-factor", type=int, default=4, help="pool size as a multiple of --n-clips (0: none)")
+    p.add_argument("--teacher-pool-factor", type=int, default=3, help="pool size as a multiple of --n-clips (0: none)")
     p.set_defaults(func=_make_data)
 
     p = sub.add_parser("make-real-data", help="build the real-speech corpus from Debian packages (apt-get download)")

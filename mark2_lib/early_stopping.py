@@ -17,7 +17,8 @@ class EarlyStopping:
     - each non-improving epoch adds 1 to `wait`, an improvement resets it to 0; stop once
       wait >= patience (patience=0 stops at the first non-improving epoch).
     - NaN or +/-inf stops at once.
-    - epochs are the 0-based count of `step` calls; `best_epoch` indexes the best one.
+    - epochs are the 0-based count of `step` calls; `best_epoch` indexes the best one;
+      `stop_reason` counts epochs from 1, as history.csv and the training summary do.
     - once stopped, further `step` calls change nothing and return True.
     - `state_dict()` is plain Python values (torch.load(weights_only=True) safe);
       `load_state_dict` restores settings and counters, so a resumed run stops exactly
@@ -58,7 +59,7 @@ class EarlyStopping:
         epoch, self.epoch = self.epoch, self.epoch + 1
         if not math.isfinite(value):
             self.should_stop = True
-            self.stop_reason = f"monitored value {self.monitor} is {value} at epoch {epoch}"
+            self.stop_reason = f"monitored value {self.monitor} is {value} at epoch {epoch + 1}"
         elif self.improves(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
         else:
@@ -67,7 +68,7 @@ class EarlyStopping:
                 self.should_stop = True
                 self.stop_reason = (
                     f"{self.monitor} did not improve by more than {self.min_delta} for {self.wait} "
-                    f"epoch{'' if self.wait == 1 else 's'} (best {self.best:.6g} at epoch {self.best_epoch})")
+                    f"epoch{'' if self.wait == 1 else 's'} (best {self.best:.6g} at epoch {self.best_epoch + 1})")
         return self.should_stop
 
     def state_dict(self) -> dict:

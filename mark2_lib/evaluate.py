@@ -64,8 +64,11 @@ def confusion_matrices(predictions: dict, manifest: Manifest) -> dict:
 def breakdown(predictions: dict, manifest: Manifest, truth: pd.DataFrame, by: str) -> pd.DataFrame:
     """Accuracy against the hard labels per value of a truth.csv column (`snr_band` bins snr_db)."""
     t = truth.set_index("clip_id").loc[list(manifest.df["clip_id"])].reset_index()
-    if by == "snr_band":
-        t["snr_band"] = pd.cut(t["snr_db"], SNR_BANDS).astype(str).where(t["snr_db"].notna(), "no noise")
+    order = None
+    if by == "snr_band":  # rows from the lowest SNR up, then the clips without noise
+        bands = pd.cut(t["snr_db"], SNR_BANDS)
+        order = [str(b) for b in bands.cat.categories] + ["no noise"]
+        t["snr_band"] = bands.astype(str).where(t["snr_db"].notna(), "no noise")
     if by not in t:
         raise ValueError(f"truth has no column {by!r}; columns: {list(t.columns)}")
     y = manifest.df["label"].to_numpy()
@@ -73,7 +76,8 @@ def breakdown(predictions: dict, manifest: Manifest, truth: pd.DataFrame, by: st
     for name, p in predictions.items():
         correct = pd.Series(((np.asarray(p) >= 0.5).astype(int) == y).astype(float))
         out[name] = correct.groupby(t[by].to_numpy()).mean()
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    return table.loc[[b for b in order if b in table.index]] if order else table
 
 
 def mean_std_table(per_seed: pd.DataFrame, group: str = "model") -> pd.DataFrame:
@@ -91,14 +95,28 @@ def gap_recovery(table: pd.DataFrame, metric: str = "macro_f1", kd: str = "kd_st
     return float((table.loc[kd, metric] - table.loc[hard, metric]) / gap) if gap else float("nan")
 
 
-def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: int, batch_size: int = 16,
-                    repeats: int = 3) -> float:
-    """Seconds of audio processed per second of wall time (features + model), median of `repeats`."""
+def join_clips(waves, sample_rate: int, seconds: float = 10.0) -> torch.Tensor:
+    """Clips joined end to end and cut into `[n, seconds * sample_rate]` waveforms (the last partial one dropped).
+
+    Speed is measured on recordings of several seconds, where a model's per-call cost is spread
+    over many segments, as when classifying an archive; 2 s clips one by one would mostly time
+    that per-call cost."""
+    audio = torch.cat([torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in waves])
+    length = int(round(seconds * sample_rate))
+    if audio.numel() < length:
+        raise ValueError(f"{audio.numel() / sample_rate:.1f} s of audio is less than one {seconds:g} s waveform")
+    n = audio.numel() // length
+    return audio[:n * length].reshape(n, length)
+
+
+def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: int, batch_size: int = 8,
+                    repeats: int = 5) -> float:
+    """Seconds of audio processed per second of wall time (features + model), median of `repeats` passes."""
     import time
 
     model.eval()
     times = []
-    with torch.no_grad():
+    with torch.inference_mode():
         model(waves[:batch_size])  # warm-up
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -109,7 +127,9 @@ def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: in
 
 
 def speed_table(models: dict, waves: torch.Tensor, sample_rate: int) -> pd.DataFrame:
-    """Parameters, M MACs per second of audio (each model's own front end) and x real time, one row per model."""
+    """Parameters, M MACs per second of audio (each model's own front end) and x real time, one row per model.
+
+    `waves` is a batch of equal-length waveforms (see `join_clips`); batches of 8, as benchmarks/bench_inference.py."""
     from .models import count_parameters, macs_per_second
 
     return pd.DataFrame({name: {"parameters": count_parameters(m.model),

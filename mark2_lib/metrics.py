@@ -25,6 +25,17 @@ def expected_calibration_error(y_true, p_noise, n_bins: int = ECE_BINS) -> float
     return float(ece)
 
 
+def ece_floor(p_true, n_draws: int = 200, seed: int = 0) -> tuple[float, float]:
+    """(mean, std) ECE of a perfectly calibrated model: labels drawn from `p_true` and scored with
+    `p_true` itself. ECE differences smaller than this, on this many clips, are sampling noise."""
+    p_true = np.asarray(p_true, dtype=np.float64)
+    if len(p_true) == 0 or not np.all((p_true >= 0) & (p_true <= 1)):
+        raise ValueError("p_true must be a non-empty array of probabilities in [0, 1]")
+    rng = np.random.default_rng(seed)
+    eces = [expected_calibration_error((rng.random(len(p_true)) < p_true).astype(int), p_true) for _ in range(n_draws)]
+    return float(np.mean(eces)), float(np.std(eces))
+
+
 def reliability_bins(y_true, p_noise, n_bins: int = ECE_BINS) -> dict:
     """Per-bin mean predicted P(noise), observed noise rate and count, for a reliability diagram."""
     y_true, p_noise = np.asarray(y_true), np.asarray(p_noise, dtype=np.float64)

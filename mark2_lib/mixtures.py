@@ -15,11 +15,12 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm.auto import tqdm
 
-from .synth import (ANNOTATOR, NOISES, NOISE_TYPES, PEAK_RANGE_DBFS, P_NO_NOISE, SNR_RANGE_DB, SPLITS, _gain,
+from .synth import (ANNOTATOR, NOISES, NOISE_TYPES, PEAK_RANGE_DBFS, P_NO_NOISE, SNR_RANGE_DB, _gain,
                     _is_built, _mic_floor, _unit, _write_csv, annotator_p_noise, mix_at_snr)
 
 MIXTURE_MARKER = ".mark2-mixture"  # marks a folder make_mixture_dataset built
 MIXTURE_VERSION = 1
+MIXTURE_SPLITS = (("val", 0.15), ("test", 0.15))  # shares of speakers (groups); the rest is train
 NOISE_KINDS = (("recorded", 0.5), ("synthetic", 0.3), ("babble", 0.2))  # noise source of a noisy clip
 SYNTHETIC_NOISES = ("white", "pink", "brown", "hum")
 GAP_SECONDS = (0.05, 0.25)  # pause between two recordings joined into one clean clip
@@ -58,7 +59,7 @@ def split_groups(groups, seed: int) -> dict[str, str]:
         raise ValueError(f"need at least 3 speakers or source files to split by speaker, got {len(names)}")
     order = [names[i] for i in np.random.default_rng([seed, 1]).permutation(len(names))]
     out, start = {}, 0
-    for split, frac in SPLITS:
+    for split, frac in MIXTURE_SPLITS:
         k = max(round(frac * len(names)), 1)
         out.update({g: split for g in order[start:start + k]})
         start += k
@@ -150,7 +151,7 @@ def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_
     for f, s in sorted(zip(clean_files, speakers), key=lambda fs: (rel[fs[0]], fs[1])):
         by_speaker.setdefault(s, []).append(f)
     in_split = {sp: sorted(s for s in by_speaker if split_of[s] == sp) for sp in ("train", "val", "test")}
-    n_val, n_test = (round(frac * n_clips) for _, frac in SPLITS)
+    n_val, n_test = (round(frac * n_clips) for _, frac in MIXTURE_SPLITS)
     clip_split = ["val"] * n_val + ["test"] * n_test + ["train"] * (n_clips - n_val - n_test)
     n, load, rows = int(round(clip_seconds * sample_rate)), _Recordings(sample_rate), []
     for i in tqdm(range(n_clips), desc="mixing clips", unit="clip", disable=not progress):

@@ -110,6 +110,7 @@ class SeparableBlock(nn.Module):
             y = F.relu_(F.conv2d(x, w, b, self.stride, 1, 1, self.groups))
             w, b = fold_batchnorm(pw.weight, bn2.weight, bn2.bias, bn2.running_mean, bn2.running_var, self.eps)
             y = F.conv2d(y, w, b)
+            return F.relu_(y.add_(x)) if self.residual else F.relu_(y)  # in place: y is a fresh conv output
         return F.relu(y + x) if self.residual else F.relu(y)
 
 
@@ -138,12 +139,18 @@ class Encoder(nn.Module):
         if self.training:
             x = self.stem(x.unsqueeze(1))
         else:  # the stem's BatchNorm folded into its conv, run as im2col + one matmul: with a single
-            # input channel that is several times faster on CPU than the library convolution, and it
-            # leaves the map channels-last, the layout in which the depthwise convs run fastest
+            # input channel that is faster on CPU than the library convolution, and it leaves the map
+            # channels-last, the layout in which the depthwise convs run fastest. The 9 columns are
+            # 9 strided slices stacked (one copy each), 3x cheaper than copying a 5-d unfold view.
             conv, bn = self.stem[0], self.stem[1]
             w, b = fold_batchnorm(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.eps)
             n, c, h, t = x.shape[0], w.shape[0], (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
-            cols = F.pad(x, (1, 1, 1, 1)).unfold(1, 3, 2).unfold(2, 3, 2)        # [N, h, t, 3, 3] view
+            xp = F.pad(x, (1, 1, 1, 1))
+            taps: list[torch.Tensor] = []
+            for i in range(3):
+                for j in range(3):
+                    taps.append(xp[:, i:i + 2 * h - 1:2, j:j + 2 * t - 1:2])
+            cols = torch.stack(taps, dim=-1)                                      # [N, h, t, 9], tap = 3 * row + col
             x = torch.addmm(b, cols.reshape(n * h * t, 9), w.reshape(c, 9).t())
             x = F.relu_(x.reshape(n, h, t, c).permute(0, 3, 1, 2))            # [N, C, h, t], channels-last
         return self.pool(self.blocks(x))

@@ -42,7 +42,7 @@ CASES = [
     ("keeps-improving", [5, 4, 3, 2, 1], 2, 0.0, "min", None, 4, 1.0, None),
     ("ties-are-not-improvement", [1.0, 1.0, 1.0, 0.5], 2, 0.0, "min", 2, 0, 1.0, "for 2 epochs"),
     ("improvement-resets-wait", [3, 2, 2.5, 2.1, 1.5, 1.6, 1.7, 1.8, 0.1], 3, 0.0, "min", 7, 4, 1.5,
-     "(best 1.5 at epoch 4)"),
+     "(best 1.5 at epoch 5)"),
     ("min-delta-boundary-is-not-improvement", [1.0, 0.75, 0.5, 0.3, 0.3], 2, 0.25, "min", 4, 2, 0.5,
      "by more than 0.25 for 2 epochs"),
     ("negative-min-delta-uses-abs", [1.0, 0.75, 0.5, 0.3, 0.3], 2, -0.25, "min", 4, 2, 0.5, "0.25"),
@@ -50,9 +50,9 @@ CASES = [
     ("patience-0-stops-on-worse", [1.0, 2.0], 0, 0.0, "min", 1, 0, 1.0, None),
     ("patience-0-keeps-going-while-improving", [3, 2, 1], 0, 0.0, "min", None, 2, 1.0, None),
     ("nan-stops-at-once", [1, 0.9, 0.8, NAN, 0.1], 10, 0.0, "min", 3, 2, 0.8,
-     "monitored value val_loss is nan at epoch 3"),
-    ("nan-first", [NAN, 1.0], 10, 0.0, "min", 0, None, None, "is nan at epoch 0"),
-    ("inf-stops", [1.0, INF], 10, 0.0, "min", 1, 0, 1.0, "is inf at epoch 1"),
+     "monitored value val_loss is nan at epoch 4"),
+    ("nan-first", [NAN, 1.0], 10, 0.0, "min", 0, None, None, "is nan at epoch 1"),
+    ("inf-stops", [1.0, INF], 10, 0.0, "min", 1, 0, 1.0, "is inf at epoch 2"),
     ("minus-inf-stops-in-min-mode", [1.0, -INF], 10, 0.0, "min", 1, 0, 1.0, "is -inf"),
     ("max-mode", [0.5, 0.6, 0.6, 0.55, 0.7], 2, 0.0, "max", 3, 1, 0.6, None),
     ("max-mode-min-delta", [0.5, 0.75, 1.0, 1.5], 1, 0.25, "max", 1, 0, 0.5, None),
@@ -83,7 +83,7 @@ def test_stop_reason_message():
     values = [0.5] * 7 + [0.1234] + [0.2] * 10
     es = EarlyStopping(patience=10)
     assert run(es, values) == 17
-    assert es.stop_reason == "val_loss did not improve by more than 0.0 for 10 epochs (best 0.1234 at epoch 7)"
+    assert es.stop_reason == "val_loss did not improve by more than 0.0 for 10 epochs (best 0.1234 at epoch 8)"
 
 
 def test_monitor_name_in_messages():
@@ -92,7 +92,7 @@ def test_monitor_name_in_messages():
     assert es.stop_reason.startswith("val_f1 did not improve")
     es = EarlyStopping(monitor="val_f1")
     es.step(NAN)
-    assert es.stop_reason == "monitored value val_f1 is nan at epoch 0"
+    assert es.stop_reason == "monitored value val_f1 is nan at epoch 1"
 
 
 def test_wait_counts():

@@ -1,5 +1,6 @@
 """Tests for mark2_lib.synth: determinism, SNR mixing, CSV contracts, annotator, WAVs, idempotence."""
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -107,8 +108,21 @@ def test_labels_csv_contract(built):
         assert path.is_relative_to(root) and path.is_file()
     for label in ("clean", "noise"):  # stratified: every split holds both labels
         assert {r["split"] for r in rows if r["label"] == label} == {"train", "val", "test"}
-    n_train = sum(r["split"] == "train" for r in rows)
-    assert 0.6 <= n_train / len(rows) <= 0.8
+    share = {name: sum(r["split"] == name for r in rows) / len(rows) for name in ("train", "val", "test")}
+    assert share == pytest.approx({"train": 0.5, "val": 0.1, "test": 0.4}, abs=0.04)  # synth.SPLITS
+
+
+def test_pool_splits_and_a_change_of_splits_rebuilds(tmp_path):
+    """The teacher's pool trains on 70 %; asking the same folder for other shares re-splits it, same audio."""
+    out = synth.make_default_dataset(tmp_path / "pool", n_clips=40, seed=2, splits=synth.POOL_SPLITS, progress=False)
+    _, rows = read_csv(out / "labels.csv")
+    assert sum(r["split"] == "train" for r in rows) / 40 == pytest.approx(0.7, abs=0.05)
+    wav = (out / rows[0]["path"]).read_bytes()
+    synth.make_default_dataset(out, n_clips=40, seed=2, progress=False)
+    _, rows2 = read_csv(out / "labels.csv")
+    assert sum(r["split"] == "test" for r in rows2) / 40 == pytest.approx(0.4, abs=0.05)
+    assert (out / rows[0]["path"]).read_bytes() == wav
+    assert json.loads((out / "synth.json").read_text())["splits"] == {"val": 0.1, "test": 0.4}
 
 
 def test_truth_csv_consistent_with_labels(built):
@@ -202,3 +216,5 @@ def test_rejects_bad_arguments(tmp_path):
         synth.make_default_dataset(tmp_path / "x", n_clips=0, progress=False)
     with pytest.raises(ValueError):
         synth.make_default_dataset(tmp_path / "x", seed=-1, progress=False)
+    with pytest.raises(ValueError, match="splits"):
+        synth.make_default_dataset(tmp_path / "x", n_clips=10, splits=(("val", 0.5), ("test", 0.5)), progress=False)

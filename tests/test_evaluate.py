@@ -1,0 +1,94 @@
+"""Tests for mark2_lib.evaluate: the KD report's gap recovery and the speed table's audio."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mark2_lib.data import Manifest
+from mark2_lib.evaluate import breakdown, gap_recovery, join_clips, mean_std_table, speed_table
+from mark2_lib.metrics import ece_floor, expected_calibration_error
+from mark2_lib.models import WaveformClassifier, build_model
+
+SR = 16000
+
+
+def test_join_clips_concatenates_in_order_and_drops_the_partial_tail():
+    clips = [np.full(SR, i, dtype=np.float64) for i in range(25)]  # 25 s of 1 s clips, each its index
+    waves = join_clips(clips, SR, seconds=10.0)
+    assert waves.shape == (2, 10 * SR) and waves.dtype == torch.float32
+    expected = torch.cat([torch.full((SR,), float(i)) for i in range(20)]).reshape(2, 10 * SR)
+    assert torch.equal(waves, expected)
+
+
+def test_join_clips_names_the_shortfall():
+    with pytest.raises(ValueError, match=r"2\.0 s of audio is less than one 10 s waveform"):
+        join_clips([np.zeros(SR), np.zeros(SR)], SR, seconds=10.0)
+
+
+def test_gap_recovery_and_mean_std_table():
+    per_seed = pd.DataFrame({"model": ["kd_student", "kd_student", "hard_only_student", "hard_only_student", "teacher"],
+                             "seed": [0, 1, 0, 1, None], "macro_f1": [0.84, 0.86, 0.78, 0.80, 0.90]})
+    table = mean_std_table(per_seed)
+    means = per_seed.groupby("model").mean(numeric_only=True)
+    assert gap_recovery(means) == pytest.approx((0.85 - 0.79) / (0.90 - 0.79))
+    assert table.loc["kd_student", "macro_f1"] == "0.850 ± 0.014"  # sample std over seeds
+    assert table.loc["teacher", "macro_f1"] == "0.900 ± 0.000"     # one row: no spread, not NaN
+    same = means.copy()
+    same.loc["teacher", "macro_f1"] = same.loc["hard_only_student", "macro_f1"]
+    assert np.isnan(gap_recovery(same))  # no gap: nothing to recover
+
+
+def test_speed_table_has_one_row_per_model_with_positive_speed():
+    torch.manual_seed(0)
+    net = build_model("student")
+    model = WaveformClassifier(net.audio, net).eval()
+    waves = join_clips([0.1 * np.random.default_rng(0).standard_normal(4 * SR)], SR, seconds=2.0)
+    table = speed_table({"student": model}, waves, SR)
+    assert list(table.index) == ["student"]
+    assert table.loc["student", "parameters"] == sum(p.numel() for p in net.parameters())
+    assert table.loc["student", "x real time"] > 0 and table.loc["student", "M MACs / s audio"] > 0
+
+
+def _ece_reference(y, p, n_bins=15):
+    """Textbook ECE: confidence of the predicted class, n equal-width bins over [0, 1], weighted |acc - conf|."""
+    total = 0.0
+    for lo, hi in zip(np.linspace(0, 1, n_bins + 1)[:-1], np.linspace(0, 1, n_bins + 1)[1:]):
+        rows = [(int(pi >= 0.5) == yi, max(pi, 1 - pi)) for yi, pi in zip(y, p) if lo < max(pi, 1 - pi) <= hi]
+        if rows:
+            acc, conf = np.mean([r[0] for r in rows]), np.mean([r[1] for r in rows])
+            total += len(rows) / len(y) * abs(acc - conf)
+    return total
+
+
+def test_ece_matches_the_textbook_definition():
+    rng = np.random.default_rng(3)
+    p = rng.random(500)
+    y = (rng.random(500) < p ** 2).astype(int)  # over-confident on purpose
+    assert expected_calibration_error(y, p) == pytest.approx(_ece_reference(y, p), abs=1e-12)
+
+
+def test_ece_floor_shrinks_with_more_clips_and_is_zero_for_certain_labels():
+    p = np.random.default_rng(0).random(1200)
+    small, _ = ece_floor(p[:300])
+    large, spread = ece_floor(p)
+    assert large < small and spread > 0
+    assert ece_floor(p) == ece_floor(p)  # seeded
+    assert ece_floor(np.ones(50)) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="probabilities"):
+        ece_floor([0.5, 1.5])
+
+
+def test_breakdown_by_snr_band_is_in_snr_order_with_correct_accuracies():
+    snr = [22.0, -3.0, 7.5, np.nan, 7.0, 12.0]
+    ids = [f"c{i}" for i in range(len(snr))]
+    manifest = Manifest(Path("."), pd.DataFrame({"clip_id": ids, "label": [1, 1, 0, 0, 1, 0]}))
+    truth = pd.DataFrame({"clip_id": ids[::-1], "snr_db": snr[::-1]})  # row order of truth.csv does not matter
+    p = np.array([0.9, 0.2, 0.1, 0.4, 0.3, 0.6])  # right, wrong, right, right, wrong, wrong
+    table = breakdown({"m": p}, manifest, truth, "snr_band")
+    assert list(table.index) == ["(-inf, 0.0]", "(5.0, 10.0]", "(10.0, 15.0]", "(20.0, 25.0]", "no noise"]
+    assert table["n"].tolist() == [1, 2, 1, 1, 1]
+    assert table["m"].tolist() == [0.0, 0.5, 0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="no column 'room'"):
+        breakdown({"m": p}, manifest, truth, "room")
