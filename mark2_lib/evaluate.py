@@ -117,7 +117,8 @@ def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: in
     model.eval()
     times = []
     with torch.inference_mode():
-        model(waves[:batch_size])  # warm-up
+        for i in range(0, len(waves), batch_size):  # warm-up pass: allocator and thread pools settle first
+            model(waves[i:i + batch_size])
         for _ in range(repeats):
             t0 = time.perf_counter()
             for i in range(0, len(waves), batch_size):
