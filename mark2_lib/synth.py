@@ -373,11 +373,19 @@ def _render_all(audio_dir: Path, seed: int, n_clips: int, n_samples: int, sample
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
+        from concurrent.futures.process import BrokenProcessPool
+
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs = [pool.submit(_render_to_files, audio_dir, seed, r, n_samples, sample_rate) for r in ranges]
-            for job, r in zip(jobs, ranges):
-                specs += job.result()
-                bar.update(len(r))
+            try:
+                for job, r in zip(jobs, ranges):
+                    specs += job.result()
+                    bar.update(len(r))
+            except BrokenProcessPool as e:
+                raise RuntimeError(
+                    f"a worker process died while rendering clips into {audio_dir}. Workers start by "
+                    "re-importing the calling script: from a script, call this under "
+                    "`if __name__ == \"__main__\":`, or pass workers=1") from e
     bar.close()
     return specs
 

@@ -218,3 +218,18 @@ def test_rejects_bad_arguments(tmp_path):
         synth.make_default_dataset(tmp_path / "x", seed=-1, progress=False)
     with pytest.raises(ValueError, match="splits"):
         synth.make_default_dataset(tmp_path / "x", n_clips=10, splits=(("val", 0.5), ("test", 0.5)), progress=False)
+
+
+def test_parallel_build_from_an_unguarded_script_says_what_to_do(tmp_path):
+    """Spawned workers re-import the calling script; without a __main__ guard they die, and the error says why."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "build.py"
+    script.write_text(f"import sys; sys.path.insert(0, {str(root)!r})\n"
+                      "from mark2_lib import synth\n"
+                      f"synth.make_default_dataset({str(tmp_path / 'd')!r}, n_clips=200, workers=2, progress=False)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert 'if __name__ == "__main__":' in res.stderr and "workers=1" in res.stderr
