@@ -109,6 +109,16 @@ def join_clips(waves, sample_rate: int, seconds: float = 10.0) -> torch.Tensor:
     return audio[:n * length].reshape(n, length)
 
 
+def speed_audio(clips, sample_rate: int, seconds: float = 10.0, max_seconds: float = 600.0) -> torch.Tensor:
+    """Waveforms for `speed_table`: `join_clips` into `seconds`-long recordings (shorter when all the
+    audio is shorter), at most `max_seconds` of them in all."""
+    total = sum(torch.as_tensor(c).numel() for c in clips) / sample_rate
+    if total <= 0:
+        raise ValueError("no audio to time")
+    seconds = min(seconds, total)
+    return join_clips(clips, sample_rate, seconds)[:max(int(max_seconds // seconds), 1)]
+
+
 def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: int, batch_size: int = 8,
                     repeats: int = 5) -> float:
     """Seconds of audio processed per second of wall time (features + model), median of `repeats` passes."""

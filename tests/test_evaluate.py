@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mark2_lib.data import Manifest
-from mark2_lib.evaluate import breakdown, gap_recovery, join_clips, mean_std_table, speed_table
+from mark2_lib.evaluate import breakdown, gap_recovery, join_clips, mean_std_table, speed_audio, speed_table
 from mark2_lib.metrics import ece_floor, expected_calibration_error
 from mark2_lib.models import WaveformClassifier, build_model
 
@@ -92,3 +92,12 @@ def test_breakdown_by_snr_band_is_in_snr_order_with_correct_accuracies():
     assert table["m"].tolist() == [0.0, 0.5, 0.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="no column 'room'"):
         breakdown({"m": p}, manifest, truth, "room")
+
+
+def test_speed_audio_caps_length_and_total():
+    clips = [np.zeros(2 * SR) for _ in range(400)]  # 800 s
+    assert speed_audio(clips, SR).shape == (60, 10 * SR)  # 10 s recordings, 10 minutes at most
+    short = speed_audio(clips[:3], SR)  # 6 s of audio: one 6 s recording rather than an error
+    assert short.shape == (1, 6 * SR)
+    with pytest.raises(ValueError, match="no audio"):
+        speed_audio([np.zeros(0)], SR)
