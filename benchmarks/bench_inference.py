@@ -49,32 +49,10 @@ def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, se
     from mark2_lib.evaluate import join_clips
     from mark2_lib.synth import render_clip
 
-    part = int(2 * sample_rate)
-    n_waves = max(int(round(minutes * 60 * sample_rate)) // int(round(clip_seconds * sample_rate)), 1)
-    n_parts = -(-n_waves * int(round(clip_seconds * sample_rate)) // part)
-    clips = [render_clip(seed, i, part, sample_rate)[1] for i in range(n_parts)]
+    part, wave_len = int(2 * sample_rate), int(round(clip_seconds * sample_rate))
+    n_waves = max(int(round(minutes * 60 * sample_rate)) // wave_len, 1)
+    clips = [render_clip(seed, i, part, sample_rate)[1] for i in range(-(-n_waves * wave_len // part))]
     return join_clips(clips, sample_rate, clip_seconds)[:n_waves].numpy()
-
-
-def rss_mb() -> float:
-    """Current resident set size, MiB (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def reset_peak_rss() -> None:
-    """Reset this process's RSS high-water mark (VmHWM) to the current RSS (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_rss_mb() -> float:
-    """RSS high-water mark (VmHWM) since the last reset_peak_rss, MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def load(size: str, run):
@@ -138,13 +116,15 @@ def memory_worker(args) -> dict:
     torch.set_num_threads(args.threads[0])
     model, _ = load(args.size, args.run)
     batches = list(torch.from_numpy(np.load(args.audio)).split(args.batch_size))
-    before = rss_mb()
+    from procmem import reset_peak_rss, status_kb
+
+    before = status_kb("VmRSS") / 1024
     reset_peak_rss()  # the process peaked higher while importing and loading: measure the passes alone
     with torch.inference_mode():
         for _ in range(2):
             for b in batches:
                 model(b)
-    peak = peak_rss_mb()
+    peak = status_kb("VmHWM") / 1024
     return {"peak_mb": peak - before, "process_peak_mb": peak}
 
 
@@ -206,7 +186,7 @@ def main(argv=None):
     print(head + "\n" + "-" * len(head))
     for threads in args.threads:
         for size in ("student", "teacher"):
-            r, t = results[size, threads], results["teacher", threads]
+            r = results[size, threads]
             rt = {k: r["seconds"] / r[k] for k in ("end_to_end", "end_to_end_best", "features", "model")}
             best = f"({rt['end_to_end_best']:.0f}x)"
             ratio = f"{r['vs_teacher']:.1f}x"

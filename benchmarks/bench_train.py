@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from procmem import reset_peak_rss, status_kb  # noqa: E402  (benchmarks/, this script's folder)
 from mark2_lib import synth, train  # noqa: E402
 from mark2_lib.audio import AudioConfig  # noqa: E402
 from mark2_lib.data import (ClipDataset, FeatureCache, SoftLabels, collate_clips, load_labels,  # noqa: E402
@@ -134,13 +135,6 @@ def output_costs(run_dir: Path, repeat: int) -> dict[str, float]:
     return out
 
 
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def rss_child(args) -> None:
     """Train on one data folder in this (fresh) process; print RSS figures (kB) as JSON.
 
@@ -151,16 +145,12 @@ def rss_child(args) -> None:
     cfg = AudioConfig()
     manifest, features, soft = open_data(args.data_dir, args.cache_dir, cfg)
     tcfg = train.TrainConfig(epochs=args.epochs, patience=10**6, batch_size=args.batch_size, progress=False)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # ru_maxrss := current RSS
-        reset = True
-    except OSError:
-        reset = False
-    before = _status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset = reset_peak_rss()  # ru_maxrss := current RSS
+    before = status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     train.train_run(args.run_dir, manifest, features, soft, tcfg, cfg, model_config("student"), resume=False)
     print(json.dumps({"clips": len(manifest), "before_kb": before, "reset": reset,
                       "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "anon_kb": _status_kb("RssAnon"), "file_kb": _status_kb("RssFile"),
+                      "anon_kb": status_kb("RssAnon"), "file_kb": status_kb("RssFile"),
                       "feature_mb": sum(x.nbytes for x in features.values()) / 2**20}))
 
 

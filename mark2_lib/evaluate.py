@@ -140,7 +140,7 @@ def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: in
 def speed_table(models: dict, waves: torch.Tensor, sample_rate: int) -> pd.DataFrame:
     """Parameters, M MACs per second of audio (each model's own front end) and x real time, one row per model.
 
-    `waves` is a batch of equal-length waveforms (see `join_clips`); batches of 8, as benchmarks/bench_inference.py."""
+    `waves` is a batch of equal-length waveforms (see `speed_audio`); batches of 8, as benchmarks/bench_inference.py."""
     from .models import count_parameters, macs_per_second
 
     return pd.DataFrame({name: {"parameters": count_parameters(m.model),
