@@ -12,11 +12,13 @@ Eval mode, inference_mode, batches of `--batch-size` waveforms, torch.set_num_th
   model          the model alone on precomputed features (ClipClassifier(features, mask))
 
 Each model runs with its own front end (`models.audio_config(size)`, or the run's config.json):
-the student's 32 bands of non-overlapping 25 ms frames, framed once per clip, the teacher's 64 bands every 20 ms
-framed per segment.
+the student's 32 bands of a 16 ms window every 25 ms, framed once per clip, the teacher's 64 bands of
+a 32 ms window every 20 ms, framed per segment.
 
-Each is `--warmup` passes over all the audio, then the median of `--repeat` timed passes,
-reported as x real time (seconds of audio per second of wall time). One subprocess per thread
+Each is `--warmup` passes over all the audio, then the median of `--repeat` timed rounds,
+reported as x real time (seconds of audio per second of wall time). A pass shorter than
+`--min-time` (the student's 10 minutes take ~30 ms) is timed as that many passes back to back,
+divided by their number, so that one scheduler hiccup does not decide a round. One subprocess per thread
 count times both models with their passes interleaved, so a busy machine slows both alike; the
 speed ratio is taken per round (teacher pass / student pass) and its median reported.
 Peak memory: a fresh subprocess per (model, threads) runs two end-to-end passes; the RSS
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -87,17 +90,23 @@ def time_worker(args) -> dict:
             tasks[size, "model"] = lambda m=model, f=feats: [m.model(*x) for x in f]
             out[size] = {"params": count_parameters(model.model), "seconds": waves.numel() / audio_cfg.sample_rate,
                          "macs_per_s": macs_per_second(model.model, audio_cfg),
-                         "front_end": f"{audio_cfg.n_mels} mels x {audio_cfg.n_frames} frames, "
-                                      f"hop {audio_cfg.hop_length}, framing {audio_cfg.framing}"}
+                         "front_end": f"{audio_cfg.n_mels} mels x {audio_cfg.n_frames} frames: "
+                                      f"{1000 * audio_cfg.win_length / audio_cfg.sample_rate:g} ms windows every "
+                                      f"{1000 * audio_cfg.hop_length / audio_cfg.sample_rate:g} ms "
+                                      f"(n_fft {audio_cfg.n_fft}), framed per {audio_cfg.framing}"}
+        loops = {}
         for _ in range(args.warmup):
-            for fn in tasks.values():
+            for k, fn in tasks.items():
+                t0 = time.perf_counter()
                 fn()
+                loops[k] = max(1, math.ceil(args.min_time / (time.perf_counter() - t0)))
         times = {k: [] for k in tasks}
         for _ in range(args.repeat):
             for k, fn in tasks.items():
                 t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
+                for _ in range(loops[k]):  # back to back up to --min-time, like timeit: one pass is too short to time
+                    fn()
+                times[k].append((time.perf_counter() - t0) / loops[k])
     for (size, what), t in times.items():
         out[size][what] = statistics.median(t)
         out[size][what + "_best"] = min(t)
@@ -131,7 +140,8 @@ def memory_worker(args) -> dict:
 def run_worker(kind: str, threads: int, audio_path: Path, args, size: str = "") -> dict:
     """Run one worker in a fresh `python` with `threads` torch/OpenMP threads; returns its JSON."""
     cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--audio", str(audio_path),
-           "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
+           "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--repeat", str(args.repeat),
+           "--min-time", str(args.min_time)]
     for flag, value in (("--size", size), ("--student-run", args.student_run), ("--teacher-run", args.teacher_run),
                         ("--run", args.student_run if size == "student" else args.teacher_run if size else None)):
         if value:
@@ -150,7 +160,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=8, help="waveforms per forward pass (default 8)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed passes first (default 2)")
-    ap.add_argument("--repeat", type=int, default=5, help="timed passes; the median is shown (default 5)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed rounds; the median is shown (default 5)")
+    ap.add_argument("--min-time", type=float, default=0.25,
+                    help="seconds each timing spans at least: a model whose pass is shorter runs that many passes "
+                         "back to back and the mean is its pass time (default 0.25)")
     ap.add_argument("--student-run", type=Path, help="trained student run folder (default: untrained build_model)")
     ap.add_argument("--teacher-run", type=Path, help="trained teacher run folder (default: untrained build_model)")
     # internal: one configuration in a subprocess
@@ -194,9 +207,10 @@ def main(argv=None):
                   f"{rt['model']:>8.0f}x{ratio:>12}{r['params']:>9,}{r['macs_per_s'] / 1e6:>8.2f}{r['peak_mb']:>9.1f}")
     for size in ("student", "teacher"):
         print(f"{size} front end: {results[size, args.threads[0]]['front_end']}")
-    print(f"\nx real time = seconds of audio per second of wall time: median of {args.repeat} passes over all "
+    print(f"\nx real time = seconds of audio per second of wall time: median of {args.repeat} rounds over all "
           f"the audio after {args.warmup} warm-up passes, student and teacher passes interleaved in one process "
-          "per thread count (best = fastest pass); features = segment + log-mel only; model = on precomputed "
+          f"per thread count, a pass shorter than {args.min_time:g} s timed as the mean of that many passes "
+          "back to back (best = fastest round); features = segment + log-mel only; model = on precomputed "
           "features; vs teacher = the teacher's end-to-end time over this model's in the same round, median over "
           "the rounds, at the same thread count; "
           "MMAC/s = model multiply-accumulates per second of audio (front end excluded); "

@@ -227,13 +227,38 @@ class LogMel(torch.nn.Module):
         """`[..., samples]` -> log-mel `[..., frames, n_mels]`; `centre` reflect-pads n_fft // 2 at both ends."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        if centre:  # reflect padding, as torch.stft(center=True); torch.cat is much faster than F.pad's reflect
-            c = self.n_fft // 2
-            x = torch.cat([x[:, 1:c + 1].flip(-1), x, x[:, -c - 1:-1].flip(-1)], dim=-1)
-        sq = torch.view_as_real(torch.fft.rfft(x.unfold(-1, self.n_fft, self.hop_length) * self.window)).square_()
+        frames = self.windowed_frames(x, centre)
+        sq = torch.view_as_real(torch.fft.rfft(frames)).square_()
         power = sq[..., 0] + sq[..., 1]  # re² + im², no sqrt
         db = torch.matmul(power, self.fb).clamp_min_(1e-10).log10_().mul_(10.0)
         return db.reshape(shape[:-1] + db.shape[-2:])
+
+    def windowed_frames(self, x: torch.Tensor, centre: bool) -> torch.Tensor:
+        """`[N, samples]` -> Hann-windowed STFT frames `[N, frames, n_fft]`, as torch.stft frames them.
+
+        `centre` reflect-pads n_fft // 2 samples at both ends. Only the frames that reach into
+        the padding are cut from small padded copies of the two ends; the others are windowed
+        straight out of `x`, so the waveform is never copied whole to pad it.
+        """
+        n_fft, hop, n = self.n_fft, self.hop_length, x.shape[-1]
+        if not centre:
+            return x.unfold(-1, n_fft, hop) * self.window
+        c = n_fft // 2
+        n_frames = n // hop + 1
+        first = (c + hop - 1) // hop                 # the first frame that starts inside x
+        last = (n + c - n_fft) // hop                # the last frame that ends inside x
+        if n <= 2 * n_fft or last < first:           # short input: pad it whole (reflect, as torch.stft)
+            x = torch.cat([x[:, 1:c + 1].flip(-1), x, x[:, n - c - 1:n - 1].flip(-1)], dim=-1)
+            return x.unfold(-1, n_fft, hop) * self.window
+        out = x.new_empty(x.shape[0], n_frames, n_fft)
+        torch.mul(x[:, first * hop - c:last * hop - c + n_fft].unfold(-1, n_fft, hop), self.window,
+                  out=out[:, first:last + 1])
+        head = torch.cat([x[:, 1:c + 1].flip(-1), x[:, :(first - 1) * hop - c + n_fft]], dim=-1)
+        torch.mul(head.unfold(-1, n_fft, hop), self.window, out=out[:, :first])
+        if last + 1 < n_frames:
+            tail = torch.cat([x[:, (last + 1) * hop - c:], x[:, n - c - 1:n - 1].flip(-1)], dim=-1)
+            torch.mul(tail.unfold(-1, n_fft, hop)[:, :n_frames - last - 1], self.window, out=out[:, last + 1:])
+        return out
 
     def segments(self, wave: torch.Tensor) -> torch.Tensor:
         """`[..., samples]` -> `[..., S, segment_samples]` windows, the last zero-padded (as `segment_waveform`)."""
@@ -246,15 +271,19 @@ class LogMel(torch.nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """Whole clips `[..., samples]` -> segment features `[..., S, n_mels, n_frames]`."""
-        windows = self.segments(wave)
         if not self.clip_framing:
-            return self.frames_db(windows, centre=True).transpose(-1, -2)
-        s = windows.shape[-2]
-        total = (s - 1) * self.hop_samples + self.segment_samples
-        clip = wave[..., :total] if wave.shape[-1] >= total else \
-            torch.nn.functional.pad(wave, (0, total - wave.shape[-1]))
-        frames = self.frames_db(clip, centre=True)                      # [..., (total / hop) + 1, n_mels]
+            return self.frames_db(self.segments(wave), centre=True).transpose(-1, -2)
+        frames = self.clip_frames(wave)                                 # [..., (S - 1) * step + n_frames, n_mels]
         return frames.unfold(-2, self.n_frames, self.frame_step)        # [..., S, n_mels, n_frames]
+
+    def clip_frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """Clip framing: whole clips `[..., samples]`, zero-padded to whole segments (as `segments` pads
+        them) -> log-mel frames `[..., frames, n_mels]`; segment s holds frames s * frame_step onwards."""
+        n, win, hop = wave.shape[-1], self.segment_samples, self.hop_samples
+        s = 1 if n <= win else 1 + (n - win + hop - 1) // hop
+        total = (s - 1) * hop + win
+        clip = wave[..., :total] if n >= total else torch.nn.functional.pad(wave, (0, total - n))
+        return self.frames_db(clip, centre=True)
 
     def windows(self, windows: torch.Tensor) -> torch.Tensor:
         """Streamed windows `[N, segment_samples + 2 * context]` (`AudioConfig.context`) -> `[N, n_mels, n_frames]`.

@@ -122,6 +122,24 @@ def test_clip_framing_slices_the_whole_clips_frames(hop_length):
 
 
 @FAST
+@given(n=st.integers(9, 400), n_fft=st.sampled_from([16, 18, 32]), hop=st.integers(1, 40))
+def test_windowed_frames_equal_reflect_padded_framing(n, n_fft, hop):
+    """The frames are cut without copying the whole padded waveform, bit for bit as torch.stft lays them out."""
+    cfg = AudioConfig(sample_rate=1000, segment_seconds=0.04, hop_seconds=0.02, n_fft=n_fft, win_length=n_fft - 2,
+                      hop_length=hop, n_mels=4, f_min=0.0, f_max=500.0)
+    logmel = audio.LogMel(cfg)
+    x = torch.randn(2, n, generator=torch.Generator().manual_seed(n))
+    c = n_fft // 2
+    if n <= c:  # reflect padding needs more samples than it adds, as for torch.stft
+        return
+    padded = torch.nn.functional.pad(x[:, None], (c, c), mode="reflect")[:, 0]
+    ref = padded.unfold(-1, n_fft, hop) * logmel.window
+    got = logmel.windowed_frames(x, centre=True)
+    assert got.shape == ref.shape == (2, n // hop + 1, n_fft)
+    assert torch.equal(got, ref)
+
+
+@FAST
 @given(n=st.integers(1, 300), framing=st.sampled_from(["segment", "clip"]), batch=st.integers(0, 2))
 def test_streamed_windows_give_the_clips_features(n, framing, batch):
     cfg = AudioConfig(sample_rate=1000, segment_seconds=0.04, hop_seconds=0.02, n_fft=16, win_length=16,

@@ -185,6 +185,27 @@ def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, 
         torch.testing.assert_close(wrapped(waves), got_clip, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("n_mels", [5, 6])
+@pytest.mark.parametrize("hop_length,hop_seconds", [(8, 0.016), (4, 0.02), (4, 0.012), (10, 0.04)])
+def test_clip_frames_path_equals_the_per_segment_encoder(n_mels, hop_length, hop_seconds):
+    """Eval with clip framing reads the clip's frames once (Encoder.forward_clip_frames); every segment must
+    come out as the per-segment encoder makes it, zero padding at its edges included: odd and even frame
+    counts (6, 11, 5 frames), odd and even steps between segments, odd and even band counts."""
+    cfg = AudioConfig(sample_rate=1000, segment_seconds=0.04, hop_seconds=hop_seconds, n_fft=16, win_length=16,
+                      hop_length=hop_length, n_mels=n_mels, f_min=0.0, f_max=500.0, framing="clip")
+    model = make_model(SMALL, audio_cfg=cfg)
+    wrapped = WaveformClassifier(cfg, model).eval()
+    waves = torch.randn(3, 111, generator=torch.Generator().manual_seed(hop_length))
+    with torch.no_grad():
+        feats = wrapped.features(waves)                                   # [3, S, n_mels, n_frames]
+        want = model.encoder(feats.reshape((-1,) + feats.shape[2:]))
+        got = model.encoder.forward_clip_frames(wrapped.logmel.clip_frames(waves), wrapped.frame_step, cfg.n_frames)
+        assert feats.shape[1] >= 3
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        _, seg_logits = wrapped.segment_and_clip_logits(waves)
+    torch.testing.assert_close(seg_logits, model.head(want.flatten(1)).reshape(3, -1, 2), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("audio_cfg", [AUDIO, CLIP_AUDIO], ids=["segment", "clip"])
