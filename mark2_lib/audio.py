@@ -260,14 +260,16 @@ class LogMel(torch.nn.Module):
             torch.mul(tail.unfold(-1, n_fft, hop)[:, :n_frames - last - 1], self.window, out=out[:, last + 1:])
         return out
 
-    def segments(self, wave: torch.Tensor) -> torch.Tensor:
-        """`[..., samples]` -> `[..., S, segment_samples]` windows, the last zero-padded (as `segment_waveform`)."""
+    def whole_segments(self, wave: torch.Tensor) -> torch.Tensor:
+        """`[..., samples]` cut or zero-padded to the samples its segments span: `(S - 1) * hop + segment`."""
         n, win, hop = wave.shape[-1], self.segment_samples, self.hop_samples
         s = 1 if n <= win else 1 + (n - win + hop - 1) // hop
         total = (s - 1) * hop + win
-        if total > n:
-            wave = torch.nn.functional.pad(wave, (0, total - n))
-        return wave[..., :total].unfold(-1, win, hop)
+        return wave[..., :total] if n >= total else torch.nn.functional.pad(wave, (0, total - n))
+
+    def segments(self, wave: torch.Tensor) -> torch.Tensor:
+        """`[..., samples]` -> `[..., S, segment_samples]` windows, the last zero-padded (as `segment_waveform`)."""
+        return self.whole_segments(wave).unfold(-1, self.segment_samples, self.hop_samples)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """Whole clips `[..., samples]` -> segment features `[..., S, n_mels, n_frames]`."""
@@ -279,11 +281,7 @@ class LogMel(torch.nn.Module):
     def clip_frames(self, wave: torch.Tensor) -> torch.Tensor:
         """Clip framing: whole clips `[..., samples]`, zero-padded to whole segments (as `segments` pads
         them) -> log-mel frames `[..., frames, n_mels]`; segment s holds frames s * frame_step onwards."""
-        n, win, hop = wave.shape[-1], self.segment_samples, self.hop_samples
-        s = 1 if n <= win else 1 + (n - win + hop - 1) // hop
-        total = (s - 1) * hop + win
-        clip = wave[..., :total] if n >= total else torch.nn.functional.pad(wave, (0, total - n))
-        return self.frames_db(clip, centre=True)
+        return self.frames_db(self.whole_segments(wave), centre=True)
 
     def windows(self, windows: torch.Tensor) -> torch.Tensor:
         """Streamed windows `[N, segment_samples + 2 * context]` (`AudioConfig.context`) -> `[N, n_mels, n_frames]`.

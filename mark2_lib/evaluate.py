@@ -1,6 +1,8 @@
 """Evaluation: predictions over cached features, metrics tables, breakdowns, and KD vs hard-only."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -119,22 +121,35 @@ def speed_audio(clips, sample_rate: int, seconds: float = 10.0, max_seconds: flo
     return join_clips(clips, sample_rate, seconds)[:max(int(max_seconds // seconds), 1)]
 
 
-def realtime_factor(model: torch.nn.Module, waves: torch.Tensor, sample_rate: int, batch_size: int = 8,
-                    repeats: int = 5) -> float:
-    """Seconds of audio processed per second of wall time (features + model), median of `repeats` passes."""
+def realtime_factors(models: dict, waves: torch.Tensor, sample_rate: int, batch_size: int = 8, repeats: int = 5,
+                     min_time: float = 0.25) -> dict:
+    """Seconds of audio per second of wall time (features + model) of each model on the same `waves`.
+
+    After a warm-up pass each, the models take turns for `repeats` rounds, so that a change of load on
+    the machine slows them alike, and the median round counts. A pass shorter than `min_time` seconds
+    (a tiny model's) is timed as that many passes back to back, as `timeit` does: a single short pass
+    is at the mercy of one scheduler hiccup."""
     import time
 
-    model.eval()
-    times = []
-    with torch.inference_mode():
-        for i in range(0, len(waves), batch_size):  # warm-up pass: allocator and thread pools settle first
+    def one_pass(model):
+        for i in range(0, len(waves), batch_size):
             model(waves[i:i + batch_size])
-        for _ in range(repeats):
+
+    loops, times = {}, {name: [] for name in models}
+    with torch.inference_mode():
+        for name, model in models.items():  # warm-up: allocator and thread pools settle first
+            model.eval()
             t0 = time.perf_counter()
-            for i in range(0, len(waves), batch_size):
-                model(waves[i:i + batch_size])
-            times.append(time.perf_counter() - t0)
-    return waves.numel() / sample_rate / float(np.median(times))
+            one_pass(model)
+            loops[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-9)))
+        for _ in range(repeats):
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                for _ in range(loops[name]):
+                    one_pass(model)
+                times[name].append((time.perf_counter() - t0) / loops[name])
+    seconds = waves.numel() / sample_rate
+    return {name: seconds / float(np.median(t)) for name, t in times.items()}
 
 
 def speed_table(models: dict, waves: torch.Tensor, sample_rate: int) -> pd.DataFrame:
@@ -143,7 +158,8 @@ def speed_table(models: dict, waves: torch.Tensor, sample_rate: int) -> pd.DataF
     `waves` is a batch of equal-length waveforms (see `speed_audio`); batches of 8, as benchmarks/bench_inference.py."""
     from .models import count_parameters, macs_per_second
 
+    speed = realtime_factors(models, waves, sample_rate)
     return pd.DataFrame({name: {"parameters": count_parameters(m.model),
                                 "M MACs / s audio": macs_per_second(m.model) / 1e6,
-                                "x real time": realtime_factor(m, waves, sample_rate)}
+                                "x real time": speed[name]}
                          for name, m in models.items()}).T

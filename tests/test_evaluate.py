@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mark2_lib.data import Manifest
-from mark2_lib.evaluate import breakdown, gap_recovery, join_clips, mean_std_table, speed_audio, speed_table
+from mark2_lib.evaluate import (breakdown, gap_recovery, join_clips, mean_std_table, realtime_factors, speed_audio,
+                                speed_table)
 from mark2_lib.metrics import ece_floor, expected_calibration_error
 from mark2_lib.models import WaveformClassifier, build_model
 
@@ -49,6 +50,32 @@ def test_speed_table_has_one_row_per_model_with_positive_speed():
     assert list(table.index) == ["student"]
     assert table.loc["student", "parameters"] == sum(p.numel() for p in net.parameters())
     assert table.loc["student", "x real time"] > 0 and table.loc["student", "M MACs / s audio"] > 0
+
+
+class _Sleeper(torch.nn.Module):
+    """Takes `seconds` per call and logs which model ran, so timing and turn order can be checked."""
+
+    def __init__(self, name, seconds, log):
+        super().__init__()
+        self.name, self.seconds, self.log = name, seconds, log
+
+    def forward(self, x):
+        import time
+        time.sleep(self.seconds)
+        self.log.append(self.name)
+        return x
+
+
+def test_realtime_factors_take_turns_and_repeat_short_passes():
+    log = []
+    models = {"fast": _Sleeper("fast", 0.002, log), "slow": _Sleeper("slow", 0.06, log)}
+    waves = torch.zeros(4, 1000)  # 4 s at 1 kHz, 2 batches of 2: a pass is 2 calls
+    speed = realtime_factors(models, waves, sample_rate=1000, batch_size=2, repeats=3, min_time=0.1)
+    assert speed["slow"] == pytest.approx(4 / 0.12, rel=0.3)
+    assert speed["fast"] == pytest.approx(4 / 0.004, rel=0.5)
+    rounds = log[4:]  # after one warm-up pass each: fast passes back to back, then one slow pass, per round
+    assert rounds.count("slow") == 3 * 2 and rounds.count("fast") >= 3 * 2 * 5
+    assert [name for i, name in enumerate(rounds) if i == 0 or rounds[i - 1] != name] == ["fast", "slow"] * 3
 
 
 def _ece_reference(y, p, n_bins=15):
