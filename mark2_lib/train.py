@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torchaudio
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -51,6 +52,8 @@ class TrainConfig:
     seed: int = 0                 # seeds python, numpy and torch
     class_weights: list | None = None  # optional CE weights [clean, noise] for the hard term
     random_segment: bool = False  # train on one random segment per clip each step (faster; augmentation)
+    freq_mask: int = 0            # SpecAugment in training: mask up to this many mel bands per segment (0 = off)
+    time_mask: int = 0            # SpecAugment in training: mask up to this many frames per segment (0 = off)
     soft_target: str = "segment"  # KD target: "segment" labels on each segment's logits, or "clip" on clip logits
     device: str = "auto"          # "auto" = cuda if available, else cpu
     amp: bool = False             # bfloat16 autocast on CUDA
@@ -60,6 +63,9 @@ class TrainConfig:
 
     def __post_init__(self):
         DistillationLoss(self.alpha, self.temperature)  # validates alpha and temperature
+        for name in ("freq_mask", "time_mask"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = no masking)")
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -119,6 +125,19 @@ def _random_segments(mask: torch.Tensor) -> torch.Tensor:
     return (torch.rand(n_real.shape) * n_real).long().clamp_max(n_real - 1).to(mask.device)
 
 
+def spec_augment(feats: torch.Tensor, freq_mask: int, time_mask: int) -> torch.Tensor:
+    """SpecAugment on segment features `[B, S, n_mels, frames]`: per segment, one run of up to
+    `freq_mask` bands and one of up to `time_mask` frames (torchaudio's masking) set to the batch's mean level."""
+    shape = feats.shape
+    x = feats.reshape(-1, 1, shape[-2], shape[-1])
+    fill = float(x.mean())
+    if freq_mask:
+        x = torchaudio.functional.mask_along_axis_iid(x, freq_mask, fill, axis=2)
+    if time_mask:
+        x = torchaudio.functional.mask_along_axis_iid(x, time_mask, fill, axis=3)
+    return x.reshape(shape)
+
+
 class Trainer:
     """Trains a ClipClassifier with DistillationLoss into `run_dir`; resumable from last.pt."""
 
@@ -167,6 +186,8 @@ class Trainer:
                 if self.cfg.soft_target == "segment":
                     soft, soft_mask = seg_soft[rows, pick], seg_soft_mask[rows, pick]
                     seg_soft, seg_soft_mask = soft.unsqueeze(1), soft_mask.unsqueeze(1)
+            if train and (self.cfg.freq_mask or self.cfg.time_mask):
+                feats = spec_augment(feats, self.cfg.freq_mask, self.cfg.time_mask)
             with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 logits, seg_logits = self.model(feats, mask)
                 parts = self.loss_fn(logits.float(), soft, hard, soft_mask=soft_mask, return_parts=True)

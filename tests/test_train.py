@@ -545,6 +545,43 @@ def test_curves_budget_is_validated():
         TrainConfig(curves_budget=0)
 
 
+def test_spec_augment_masks_one_band_run_and_one_frame_run_per_segment():
+    torch.manual_seed(0)
+    feats = torch.randn(4, 3, 32, 41) * 10 - 40
+    out = train_mod.spec_augment(feats, freq_mask=6, time_mask=8)
+    assert out.shape == feats.shape and not torch.equal(out, feats)
+    fill = float(feats.mean())
+    changed = out != feats
+    for seg_in, seg_out, ch in zip(feats.reshape(-1, 32, 41), out.reshape(-1, 32, 41), changed.reshape(-1, 32, 41)):
+        bands = ch.all(dim=1).nonzero().flatten()     # rows masked over every frame
+        frames = ch.all(dim=0).nonzero().flatten()    # columns masked over every band
+        assert len(bands) < 6 and len(frames) < 8     # torchaudio draws widths in [0, mask_param)
+        for idx in (bands, frames):                   # each mask is one contiguous run
+            assert len(idx) == 0 or idx[-1] - idx[0] == len(idx) - 1
+        keep = torch.ones_like(ch)
+        keep[bands] = False
+        keep[:, frames] = False
+        assert torch.equal(seg_out[keep], seg_in[keep])          # nothing outside the two runs changes
+        assert torch.allclose(seg_out[~keep], torch.full_like(seg_out[~keep], fill))
+    assert torch.equal(train_mod.spec_augment(feats, 0, 0), feats)
+    with pytest.raises(ValueError, match="time_mask"):
+        TrainConfig(time_mask=-1)
+
+
+def test_spec_augment_runs_in_training_only_and_is_seeded(tiny_data, soft, tmp_path, no_plots, monkeypatch):
+    calls = []
+    real = train_mod.spec_augment
+    monkeypatch.setattr(train_mod, "spec_augment", lambda *a: calls.append(a[1:]) or real(*a))
+    a = run_ref(tmp_path / "a", tiny_data, soft, epochs=2, freq_mask=4, time_mask=6)
+    n_train_batches = len(calls)
+    assert n_train_batches > 0 and set(calls) == {(4, 6)}
+    b = run_ref(tmp_path / "b", tiny_data, soft, epochs=2, freq_mask=4, time_mask=6)
+    assert len(calls) == 2 * n_train_batches   # the validation passes are never masked
+    assert_same_run(a["run_dir"], b["run_dir"])
+    plain = run_ref(tmp_path / "plain", tiny_data, soft, epochs=2)
+    assert len(calls) == 2 * n_train_batches and not history(plain["run_dir"]).equals(history(a["run_dir"]))
+
+
 # ----------------------------------------------------------------------------- segment-level distillation
 
 def _val_trainer(tiny_data, soft_labels, tmp_path, **overrides):
