@@ -104,9 +104,9 @@ def time_worker(args) -> dict:
         for _ in range(args.repeat):
             for k, fn in tasks.items():
                 t0 = time.perf_counter()
-                for _ in range(loops[k]):  # back to back up to --min-time, like timeit: one pass is too short to time
+                for _ in range(loops.get(k, 1)):  # back to back up to --min-time, like timeit: one pass is too short to time
                     fn()
-                times[k].append((time.perf_counter() - t0) / loops[k])
+                times[k].append((time.perf_counter() - t0) / loops.get(k, 1))
     for (size, what), t in times.items():
         out[size][what] = statistics.median(t)
         out[size][what + "_best"] = min(t)
