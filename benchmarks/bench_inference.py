@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import statistics
@@ -74,6 +73,7 @@ def time_worker(args) -> dict:
     """Timings of both models at one thread count, passes interleaved so that both see the same load."""
     import torch
 
+    from mark2_lib.evaluate import timed_rounds
     from mark2_lib.models import count_parameters, macs_per_second
 
     torch.set_num_threads(args.threads[0])
@@ -94,19 +94,7 @@ def time_worker(args) -> dict:
                                       f"{1000 * audio_cfg.win_length / audio_cfg.sample_rate:g} ms windows every "
                                       f"{1000 * audio_cfg.hop_length / audio_cfg.sample_rate:g} ms "
                                       f"(n_fft {audio_cfg.n_fft}), framed per {audio_cfg.framing}"}
-        loops = {}
-        for _ in range(args.warmup):
-            for k, fn in tasks.items():
-                t0 = time.perf_counter()
-                fn()
-                loops[k] = max(1, math.ceil(args.min_time / (time.perf_counter() - t0)))
-        times = {k: [] for k in tasks}
-        for _ in range(args.repeat):
-            for k, fn in tasks.items():
-                t0 = time.perf_counter()
-                for _ in range(loops.get(k, 1)):  # back to back up to --min-time, like timeit: one pass is too short to time
-                    fn()
-                times[k].append((time.perf_counter() - t0) / loops.get(k, 1))
+        times = timed_rounds(tasks, args.repeat, args.min_time, args.warmup)
     for (size, what), t in times.items():
         out[size][what] = statistics.median(t)
         out[size][what + "_best"] = min(t)

@@ -121,33 +121,42 @@ def speed_audio(clips, sample_rate: int, seconds: float = 10.0, max_seconds: flo
     return join_clips(clips, sample_rate, seconds)[:max(int(max_seconds // seconds), 1)]
 
 
-def realtime_factors(models: dict, waves: torch.Tensor, sample_rate: int, batch_size: int = 8, repeats: int = 5,
-                     min_time: float = 0.25) -> dict:
-    """Seconds of audio per second of wall time (features + model) of each model on the same `waves`.
+def timed_rounds(tasks: dict, repeats: int = 5, min_time: float = 0.25, warmup: int = 1) -> dict:
+    """Seconds per call of each zero-argument task: {name: one value per round}.
 
-    After a warm-up pass each, the models take turns for `repeats` rounds, so that a change of load on
-    the machine slows them alike, and the median round counts. A pass shorter than `min_time` seconds
-    (a tiny model's) is timed as that many passes back to back, as `timeit` does: a single short pass
-    is at the mercy of one scheduler hiccup."""
+    After `warmup` untimed calls each, the tasks take turns for `repeats` rounds, so that a change of
+    load on the machine slows them alike. A call shorter than `min_time` seconds (a tiny model's pass)
+    is timed as that many calls back to back, as `timeit` does: a single short call is at the mercy of
+    one scheduler hiccup."""
     import time
 
+    loops, times = {}, {name: [] for name in tasks}
+    for _ in range(warmup):
+        for name, fn in tasks.items():
+            t0 = time.perf_counter()
+            fn()
+            loops[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-9)))
+    for _ in range(repeats):
+        for name, fn in tasks.items():
+            n = loops.get(name, 1)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - t0) / n)
+    return times
+
+
+def realtime_factors(models: dict, waves: torch.Tensor, sample_rate: int, batch_size: int = 8, repeats: int = 5,
+                     min_time: float = 0.25) -> dict:
+    """Seconds of audio per second of wall time (features + model) of each model on the same `waves`:
+    the median of `timed_rounds` over passes in batches of `batch_size`, after one warm-up pass each."""
     def one_pass(model):
         for i in range(0, len(waves), batch_size):
             model(waves[i:i + batch_size])
 
-    loops, times = {}, {name: [] for name in models}
     with torch.inference_mode():
-        for name, model in models.items():  # warm-up: allocator and thread pools settle first
-            model.eval()
-            t0 = time.perf_counter()
-            one_pass(model)
-            loops[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-9)))
-        for _ in range(repeats):
-            for name, model in models.items():
-                t0 = time.perf_counter()
-                for _ in range(loops[name]):
-                    one_pass(model)
-                times[name].append((time.perf_counter() - t0) / loops[name])
+        times = timed_rounds({name: lambda m=model.eval(): one_pass(m) for name, model in models.items()},
+                             repeats, min_time)
     seconds = waves.numel() / sample_rate
     return {name: seconds / float(np.median(t)) for name, t in times.items()}
 

@@ -144,8 +144,7 @@ class Encoder(nn.Module):
             # input channel that is faster on CPU than the library convolution, and it leaves the map
             # channels-last, the layout in which the depthwise convs run fastest. The 9 columns are
             # 9 strided slices stacked (one copy each), 3x cheaper than copying a 5-d unfold view.
-            conv, bn = self.stem[0], self.stem[1]
-            w, b = fold_batchnorm(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.eps)
+            w, b = self.folded_stem()
             n, c, h, t = x.shape[0], w.shape[0], (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
             xp = F.pad(x, (1, 1, 1, 1))
             taps: list[torch.Tensor] = []
@@ -156,6 +155,11 @@ class Encoder(nn.Module):
             x = torch.addmm(b, cols.reshape(n * h * t, 9), w.reshape(c, 9).t())
             x = F.relu_(x.reshape(n, h, t, c).permute(0, 3, 1, 2))            # [N, C, h, t], channels-last
         return self.pool(self.blocks(x))
+
+    def folded_stem(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stem's conv weight `[C, 1, 3, 3]` and bias `[C]` with its BatchNorm folded in (eval mode)."""
+        conv, bn = self.stem[0], self.stem[1]
+        return fold_batchnorm(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.eps)
 
     def forward_clip_frames(self, frames: torch.Tensor, frame_step: int, n_frames: int) -> torch.Tensor:
         """Eval mode, clip framing: log-mel frames of whole clips `[B, F, n_mels]` -> the feature maps
@@ -169,8 +173,7 @@ class Encoder(nn.Module):
         norm = self.input_norm
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         x = torch.addcmul(norm.bias - norm.running_mean * scale, frames, scale)   # [B, F, n_mels]
-        conv, bn = self.stem[0], self.stem[1]
-        w, b = fold_batchnorm(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.eps)
+        w, b = self.folded_stem()
         c, n_mels = w.shape[0], x.shape[2]
         h, t = (n_mels - 1) // 2 + 1, (n_frames - 1) // 2 + 1
         # each segment's frames with one more on either side, and a zero band above and below
