@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from mark2_lib import audio
 from mark2_lib.audio import AudioConfig, DataError
+from mark2_lib.models import audio_config
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -160,7 +161,7 @@ def test_framing_settings_are_checked_and_old_configs_keep_their_key():
     old = {f.name: getattr(AudioConfig(), f.name) for f in dataclasses.fields(AudioConfig) if f.name != "framing"}
     assert AudioConfig().to_dict() == old  # written as before framing existed (config.json, run names)
     assert AudioConfig.from_dict(old).framing == "segment"  # saved before framing existed
-    assert AudioConfig.from_dict(old).key() == "e8f5717c5e74"  # so its feature cache is still found
+    assert AudioConfig.from_dict(old).key() == AudioConfig().key()  # so its feature cache is still found
     assert AudioConfig(framing="clip").key() != AudioConfig().key()
     with pytest.raises(ValueError, match="framing='frames'.*clip"):
         AudioConfig(framing="frames")
@@ -275,3 +276,52 @@ def test_non_finite_samples(tmp_path, bad):
 
 def test_data_error_is_value_error():
     assert issubclass(DataError, ValueError)
+
+
+# LogMel's output for `_golden_signal()` with each size's front end (rounded to 0.01 dB). If this test
+# fails after a deliberate change to the front end, bump audio.FEATURES_VERSION, so that feature
+# caches and runs made by the old code are not reused, and write the new values here.
+FEATURES_GOLDEN = {
+    "student": (  # per-band means, then per-frame means, dB
+        [-15.30, -14.99, -14.90, -14.81, -14.47, -12.94, -12.96, -11.89, -12.38, -11.64, -10.99, -9.52,
+         -8.56, -7.92, -7.26, -6.38, -6.29, -5.86, -5.19, -4.45, -4.72, -6.77, -8.23, -8.55, -7.84, -7.38,
+         -7.11, -6.81, -6.42, -6.20, -6.02, -5.58],
+        [5.52, 0.37, -0.61, 0.24, -0.04, 5.31, -0.41, -0.35, -0.85, -0.68, 5.44, -0.63, -0.44, 0.19, -0.39,
+         4.83, -0.52, 0.21, -1.18, -0.39, 5.32, -0.03, -0.83, -0.60, -0.52, 4.91, -0.46, -0.57, -1.00,
+         -33.98, -29.98, -33.84, -33.83, -33.34, -33.51, -29.98, -33.57, -33.71, -34.36, -33.83, -29.86]),
+    "teacher": (  # per-band means, then per-frame means, dB
+        [-13.67, -13.37, -13.18, -12.86, -12.86, -13.11, -13.66, -12.91, -12.32, -12.23, -12.00, -11.32,
+         -12.20, -10.34, -11.25, -10.39, -10.39, -10.12, -10.04, -9.95, -9.66, -9.19, -8.40, -8.00, -7.67,
+         -7.61, -7.77, -6.74, -7.19, -6.17, -6.09, -5.61, -5.79, -5.82, -5.30, -5.06, -5.09, -4.93, -4.57,
+         -4.56, -4.07, -4.52, -5.10, -5.60, -6.53, -6.52, -6.74, -6.05, -5.81, -5.75, -5.39, -5.32, -5.45,
+         -5.09, -4.97, -4.69, -4.30, -4.50, -4.23, -4.11, -4.03, -3.73, -3.66, -3.38],
+        [7.42, 2.50, 2.44, 2.21, 2.32, 2.30, 4.74, 2.29, 2.17, 1.80, 1.69, 1.66, 3.12, 2.22, 2.25, 1.91,
+         2.35, 1.78, 2.33, 4.27, 2.12, 2.09, 1.30, 1.88, 1.90, 5.61, 2.27, 2.06, 1.73, 1.69, 1.98, 4.52,
+         1.84, 2.15, 1.29, 1.18, -32.25, -31.47, -32.14, -31.82, -32.18, -31.89, -32.26, -31.80, -30.47,
+         -31.90, -32.24, -32.96, -32.44, -32.18, -31.00]),
+}
+
+
+def _golden_signal() -> torch.Tensor:
+    """1.7 s: a chirp, faint white noise and clicks; the last of 3 segments is partly zero padding."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.7 * 16000)) / 16000
+    x = 0.3 * np.sin(2 * np.pi * (200 * t + 900 * t ** 2)) + 0.05 * rng.standard_normal(t.size)
+    x[::2000] += 0.8
+    return torch.tensor(x, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("size", sorted(FEATURES_GOLDEN))
+def test_front_end_output_matches_features_version(size):
+    f = audio.clip_features(_golden_signal(), audio_config(size)).double()
+    bands, frames = FEATURES_GOLDEN[size]
+    message = (f"the {size} front end's output changed; if that is intended, bump audio.FEATURES_VERSION "
+               f"(now {audio.FEATURES_VERSION}) and update FEATURES_GOLDEN")
+    np.testing.assert_allclose(f.mean(dim=(0, 2)).numpy(), bands, rtol=0, atol=0.011, err_msg=message)
+    np.testing.assert_allclose(f.mean(dim=(0, 1)).numpy(), frames, rtol=0, atol=0.011, err_msg=message)
+
+
+def test_cache_key_follows_features_version(monkeypatch):
+    key = AudioConfig().key()
+    monkeypatch.setattr(audio, "FEATURES_VERSION", audio.FEATURES_VERSION + 1)
+    assert AudioConfig().key() != key
