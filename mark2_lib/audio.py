@@ -289,6 +289,15 @@ class LogMel(torch.nn.Module):
         them) -> log-mel frames `[..., frames, n_mels]`; segment s holds frames s * frame_step onwards."""
         return self.frames_db(self.whole_segments(wave), centre=True)
 
+    def stretch(self, stretch: torch.Tensor) -> torch.Tensor:
+        """Consecutive streamed windows given as the one stretch of stream they span, `[(count - 1) *
+        hop_samples + segment_samples + 2 * context]` -> their features `[count, n_mels, n_frames]`, as
+        `windows` gives them. With clip framing the stretch is framed once and overlapping windows
+        share its frames, so each sample is transformed once rather than once per window holding it."""
+        if not self.clip_framing:
+            return self.windows(stretch.unfold(-1, self.segment_samples, self.hop_samples))
+        return self.frames_db(stretch, centre=False).unfold(-2, self.n_frames, self.frame_step)
+
     def windows(self, windows: torch.Tensor) -> torch.Tensor:
         """Streamed windows `[N, segment_samples + 2 * context]` (`AudioConfig.context`) -> `[N, n_mels, n_frames]`.
 

@@ -6,7 +6,8 @@
 Every file is read block by block (`block_frames` at a time), mixed to mono, resampled to the run's
 rate with an exact streaming version of `audio.resample`, and cut into the same windows as
 `audio.segment_waveform` (with clip framing, each widened by the STFT context the clip's frames
-see, `audio.stream_windows_of`). Windows from all files share batches through the model's segment path;
+see, `audio.stream_windows_of`). The windows of each block arrive as one stretch of audio, framed once
+(`LogMel.stretch`); segments from all files share batches through the model's segment path, and
 each file's segment logits are then pooled with the model's own pooling. For a file at the run's
 sample rate the result equals `load_classifier(run)(load_audio(path)[None])` up to float rounding.
 """
@@ -117,7 +118,10 @@ class StreamResampler:
 
 class Segmenter:
     """Cuts a stream into `audio.stream_windows_of`'s windows: `hop_samples` apart, each the segment plus
-    `context` samples on either side (the clip's reflect padding at its two ends)."""
+    `context` samples on either side (the clip's reflect padding at its two ends).
+
+    The windows complete after each push come as one stretch of the stream that they span
+    (`LogMel.stretch` reads it), not one copy per window: consecutive windows overlap."""
 
     def __init__(self, cfg: AudioConfig):
         self.win, self.hop, self.cfg, self.ctx = cfg.segment_samples, cfg.hop_samples, cfg, cfg.context
@@ -129,7 +133,7 @@ class Segmenter:
         self.i = 0      # next window index
 
     def push(self, x: np.ndarray):
-        """Feed samples; yields every window that is now complete."""
+        """Feed samples; yields the stretch spanning every window that is now complete (if any)."""
         self.n += len(x)
         if len(self.head) <= self.ctx:  # the left reflection needs samples 1..ctx of the clip
             self.head = np.concatenate([self.head, x])
@@ -140,15 +144,16 @@ class Segmenter:
         yield from self._windows(self.ctx + self.n)
 
     def _windows(self, available: int):
-        while self.i * self.hop + self.width <= available:
+        count = max(0, (available - self.i * self.hop - self.width) // self.hop + 1)
+        if count:
             a = self.i * self.hop - self.start
-            yield self.buf[a:a + self.width].copy()
-            self.i += 1
+            yield self.buf[a:a + (count - 1) * self.hop + self.width].copy()
+            self.i += count
         drop = min(self.i * self.hop, available) - self.start
         self.buf, self.start = self.buf[drop:], self.start + drop
 
     def finish(self):
-        """Yields the remaining windows: the clip zero-padded to its last window, then reflected."""
+        """Yields the stretch spanning the remaining windows: the clip zero-padded to its last window, then reflected."""
         total = (n_segments(self.n, self.cfg) - 1) * self.hop + self.win  # the zero-padded clip's length
         if len(self.head) <= self.ctx:  # the clip ended before the head was complete
             clip = np.pad(self.head, (0, total - len(self.head)))
@@ -177,7 +182,7 @@ def open_audio(path: Path) -> sf.SoundFile:
 
 
 def stream_windows(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
-    """Yield one file's segment windows (float32 `[segment_samples]`) at the run's rate, in order.
+    """Yield one file's segment windows at the run's rate, in order, as `Segmenter` stretches (float32).
 
     Reads `block_frames` at a time, so memory stays bounded however long the file. Returns (via
     StopIteration.value) the clip's length in samples at the run's rate. Raises DataError naming
@@ -262,19 +267,29 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     was_training = model.training
     model.eval()
 
-    batch: list[tuple[_Clip, np.ndarray]] = []
+    pending: list[tuple[_Clip, torch.Tensor]] = []  # segment features waiting for the model, in order
+    n_pending = [0]
 
-    def flush():
-        if not batch:
+    def flush(n: int):
+        """Run the model on the first `n` pending segments (whole files' runs may be split)."""
+        take, got = [], 0
+        while pending and got < n:
+            clip, f = pending[0]
+            k = min(len(f), n - got)
+            take.append((clip, f[:k]))
+            pending[0:1] = [(clip, f[k:])] if k < len(f) else []
+            got += k
+        n_pending[0] -= got
+        if not take:
             return
-        x = torch.from_numpy(np.stack([w for _, w in batch]))
-        logits, emb = model.model.segment_forward(model.logmel.windows(x))
-        for (clip, _), lg, e in zip(batch, logits, emb):
+        logits, emb = model.model.segment_forward(torch.cat([f for _, f in take]))
+        i = 0
+        for clip, f in take:
             if not clip.error:
-                clip.logits.append(lg)
+                clip.logits.extend(logits[i:i + len(f)])
                 if attention:
-                    clip.emb.append(e)
-        batch.clear()
+                    clip.emb.extend(emb[i:i + len(f)])
+            i += len(f)
 
     bar = tqdm(total=len(clips), desc="predict", unit="file", disable=not progress, file=sys.stderr)
     seconds, last_refresh = [0.0], [0.0]
@@ -292,16 +307,18 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
                     windows = stream_windows(clip.path, cfg, block_frames, on_block)
                     try:
                         while True:
-                            batch.append((clip, next(windows)))
-                            if len(batch) >= batch_size:
-                                flush()
+                            features = model.logmel.stretch(torch.from_numpy(next(windows)))
+                            pending.append((clip, features))
+                            n_pending[0] += len(features)
+                            while n_pending[0] >= batch_size:
+                                flush(batch_size)
                     except StopIteration as stop:
                         clip.n_samples = stop.value
                     except DataError as e:
                         clip.error = str(e)
                         clip.logits, clip.emb = [], []
                 bar.update(1)
-            flush()
+            flush(n_pending[0])
             clip_rows, seg_rows = [], []
             for clip in clips:
                 clip_rows.append(_clip_row(model, clip, attention, threshold))

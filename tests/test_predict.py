@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -216,14 +217,26 @@ def test_44k1_stereo_file_is_resampled_and_mixed(runs, tmp_path):
 def test_segmenter_gives_the_whole_clips_windows_for_any_block_size(framing):
     cfg = AudioConfig(sample_rate=1000, segment_seconds=0.04, hop_seconds=0.02, n_fft=16, win_length=16,
                       hop_length=4, n_mels=4, f_min=0.0, f_max=500.0, framing=framing)
-    rng = np.random.default_rng(0)
+    rng, width = np.random.default_rng(0), cfg.segment_samples + 2 * cfg.context
     for n in (1, 8, 9, 39, 40, 41, 100, 333):  # shorter than the reflected context (8), one window, several
         x = rng.normal(size=n).astype(np.float32)
         ref = audio.stream_windows_of(torch.from_numpy(x), cfg).numpy()
         for block in (1, 3, 9, 50, 1000):
             seg = predict.Segmenter(cfg)
-            got = [w for i in range(0, n, block) for w in seg.push(x[i:i + block])] + list(seg.finish())
+            stretches = [s for i in range(0, n, block) for s in seg.push(x[i:i + block])] + list(seg.finish())
+            assert all((len(s) - width) % cfg.hop_samples == 0 for s in stretches)  # whole windows only
+            got = [w for s in stretches for w in sliding_window_view(s, width)[::cfg.hop_samples]]
             assert np.array_equal(np.stack(got), ref), (n, block)
+
+
+@pytest.mark.parametrize("cfg", [CFG, LEGACY], ids=["clip", "segment"])
+def test_stretch_features_equal_each_windows_features(cfg):
+    wave = torch.from_numpy(noise(4.3, seed=5))
+    windows = audio.stream_windows_of(wave, cfg)                                  # [S, width]
+    stretch = torch.cat([windows[0]] + [w[-cfg.hop_samples:] for w in windows[1:]])  # the stream they span
+    logmel = audio.LogMel(cfg)
+    torch.testing.assert_close(logmel.stretch(stretch), logmel.windows(windows), rtol=0, atol=1e-4)
+    torch.testing.assert_close(logmel.stretch(stretch[:-cfg.hop_samples]), logmel.windows(windows[:-1]), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("orig", [44100, 8000, 22050])
