@@ -2,6 +2,7 @@
 
     python benchmarks/bench_inference.py                       # 10 min of default-data audio, 1 and 2 threads
     python benchmarks/bench_inference.py --student-run runs/student --teacher-run runs/teacher --threads 2
+    python benchmarks/bench_inference.py --threads 2 --student-config channels=32,48,64 n_mels=48  # a bigger student
 
 Audio: `--minutes` of the default dataset's clips (synth.render_clip, 2 s each, seed 0) joined
 into `--clip-seconds` waveforms at 16 kHz, generated once and shared by every configuration.
@@ -13,7 +14,8 @@ Eval mode, inference_mode, batches of `--batch-size` waveforms, torch.set_num_th
 
 Each model runs with its own front end (`models.audio_config(size)`, or the run's config.json):
 the student's 32 bands of a 16 ms window every 25 ms, framed once per clip, the teacher's 64 bands of
-a 32 ms window every 20 ms, framed per segment.
+a 32 ms window every 20 ms, framed per segment. `--student-config FIELD=VALUE ...` times an untrained
+student with ModelConfig or AudioConfig fields changed, to see what a larger design would cost.
 
 Each is `--warmup` passes over all the audio, then the median of `--repeat` timed rounds,
 reported as x real time (seconds of audio per second of wall time). A pass shorter than
@@ -57,14 +59,15 @@ def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, se
     return join_clips(clips, sample_rate, clip_seconds)[:n_waves].numpy()
 
 
-def load(size: str, run):
+def load(size: str, run, overrides=None):
     """(WaveformClassifier in eval mode, AudioConfig): a trained run, or an untrained build_model(size)
-    with the size's own front end."""
-    from mark2_lib.models import WaveformClassifier, build_model, load_classifier
+    with the size's own front end, with `overrides` (`--student-config` items) applied."""
+    from mark2_lib.models import WaveformClassifier, build_model, configure, load_classifier
 
-    model = load_classifier(run) if run else None
-    if model is None:
-        net = build_model(size)
+    if run:
+        model = load_classifier(run)
+    else:
+        net = build_model(*configure(size, overrides or []))
         model = WaveformClassifier(net.audio, net).eval()
     return model, model.audio
 
@@ -82,7 +85,7 @@ def time_worker(args) -> dict:
     tasks, out = {}, {}
     with torch.inference_mode():
         for size, run in (("student", args.student_run), ("teacher", args.teacher_run)):
-            model, audio_cfg = load(size, run)
+            model, audio_cfg = load(size, run, args.student_config if size == "student" else None)
             feats = [(model.features(b), torch.ones(b.shape[0], 1, dtype=torch.bool)) for b in batches]
             feats = [(f, m.expand(f.shape[:2]).contiguous()) for f, m in feats]
             tasks[size, "end_to_end"] = lambda m=model: [m(b) for b in batches]
@@ -111,7 +114,7 @@ def memory_worker(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads[0])
-    model, _ = load(args.size, args.run)
+    model, _ = load(args.size, args.run, args.student_config if args.size == "student" else None)
     batches = list(torch.from_numpy(np.load(args.audio)).split(args.batch_size))
     from procmem import reset_peak_rss, status_kb
 
@@ -129,7 +132,7 @@ def run_worker(kind: str, threads: int, audio_path: Path, args, size: str = "") 
     """Run one worker in a fresh `python` with `threads` torch/OpenMP threads; returns its JSON."""
     cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--audio", str(audio_path),
            "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--repeat", str(args.repeat),
-           "--min-time", str(args.min_time)]
+           "--min-time", str(args.min_time)] + (["--student-config", *args.student_config] if args.student_config else [])
     for flag, value in (("--size", size), ("--student-run", args.student_run), ("--teacher-run", args.teacher_run),
                         ("--run", args.student_run if size == "student" else args.teacher_run if size else None)):
         if value:
@@ -154,12 +157,23 @@ def main(argv=None):
                          "back to back and the mean is its pass time (default 0.25)")
     ap.add_argument("--student-run", type=Path, help="trained student run folder (default: untrained build_model)")
     ap.add_argument("--teacher-run", type=Path, help="trained teacher run folder (default: untrained build_model)")
+    ap.add_argument("--student-config", nargs="+", metavar="FIELD=VALUE",
+                    help="untrained student with ModelConfig/AudioConfig fields changed, e.g. channels=32,48,64 n_mels=48")
     # internal: one configuration in a subprocess
     ap.add_argument("--worker", choices=["time", "memory"], help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
     ap.add_argument("--audio", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.student_config and args.student_run:
+        ap.error("--student-config builds an untrained student; it cannot be combined with --student-run")
+    if args.student_config:  # unknown fields and bad values fail here, before any timing
+        from mark2_lib.models import configure
+
+        try:
+            configure("student", args.student_config)
+        except ValueError as e:
+            ap.error(f"--student-config: {e}")
     if args.worker:
         print(json.dumps((time_worker if args.worker == "time" else memory_worker)(args)))
         return
@@ -195,6 +209,8 @@ def main(argv=None):
                   f"{rt['model']:>8.0f}x{ratio:>12}{r['params']:>9,}{r['macs_per_s'] / 1e6:>8.2f}{r['peak_mb']:>9.1f}")
     for size in ("student", "teacher"):
         print(f"{size} front end: {results[size, args.threads[0]]['front_end']}")
+    if args.student_config:
+        print(f"student: untrained, {' '.join(args.student_config)} (--student-config)")
     print(f"\nx real time = seconds of audio per second of wall time: median of {args.repeat} rounds over all "
           f"the audio after {args.warmup} warm-up passes, student and teacher passes interleaved in one process "
           f"per thread count, a pass shorter than {args.min_time:g} s timed as the mean of that many passes "

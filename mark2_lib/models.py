@@ -82,6 +82,41 @@ def model_config(size: str = "student", **overrides) -> ModelConfig:
     return dataclasses.replace(SIZES[size], **overrides)
 
 
+def configure(size: str = "student", changes="", **fields) -> tuple[ModelConfig, AudioConfig]:
+    """The named size's ModelConfig and front end (AudioConfig), with `fields` and then `changes` applied.
+
+    `changes`: "FIELD=VALUE ..." text (space-separated) or a list of such items, each naming a field of
+    either config, its value read as that field's type: "channels=32,48,64", "n_mels=48", "pooling=max".
+    Notebooks and benchmarks take it as text, so a student's size and front end are one parameter.
+    """
+    base = {"model": model_config(size), "audio": audio_config(size)}
+    out = {"model": {}, "audio": {}}
+    items = changes.split() if isinstance(changes, str) else list(changes)
+    for name, value in [*fields.items(), *(item.partition("=")[::2] for item in items)]:
+        where = [k for k, cfg in base.items() if name in {f.name for f in dataclasses.fields(cfg)}]
+        if not where:
+            known = sorted(f.name for cfg in base.values() for f in dataclasses.fields(cfg))
+            raise ValueError(f"{name}={value!r}: expected FIELD=VALUE with FIELD one of {', '.join(known)}")
+        default = getattr(base[where[0]], name)
+        out[where[0]][name] = _parse_field(name, value, default) if isinstance(value, str) else value
+    return model_config(size, **out["model"]), audio_config(size, **out["audio"])
+
+
+def _parse_field(name: str, text: str, default):
+    """Text as the type of the field's default: a tuple of ints ("32,48,64"), an int, a float or text."""
+    try:
+        if isinstance(default, tuple):
+            return tuple(int(v) for v in text.split(","))
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kind = "whole numbers separated by commas" if isinstance(default, tuple) else type(default).__name__
+        raise ValueError(f"{name}={text!r}: expected {kind} (default {default!r})") from None
+    return text
+
+
 def fold_batchnorm(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, mean: torch.Tensor,
                    var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Conv weight + following eval-mode BatchNorm -> (weight, bias) of one equivalent conv."""

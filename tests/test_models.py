@@ -7,7 +7,7 @@ import torch
 from mark2_lib import audio
 from mark2_lib.audio import AudioConfig
 from mark2_lib.models import (POOLINGS, ClipClassifier, ModelConfig, WaveformClassifier, audio_config,
-                              build_model, count_parameters, load_classifier, macs_per_second,
+                              build_model, configure, count_parameters, load_classifier, macs_per_second,
                               model_config)
 
 AUDIO = AudioConfig()  # segment framing, 64 bands (the teacher's front end)
@@ -272,3 +272,28 @@ def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json: no 'audio' section"):
         load_classifier(tmp_path)
+
+
+def test_configure_changes_size_and_front_end_from_text():
+    model_cfg, audio_cfg = configure("student", "channels=32,48,64 n_mels=48 dropout=0.2 pooling=max")
+    assert model_cfg == model_config("student", channels=(32, 48, 64), dropout=0.2, pooling="max")
+    assert audio_cfg == audio_config("student", n_mels=48)
+    assert configure("student", ["n_fft=400", "win_length=400"], pooling="attention") == (
+        model_config("student", pooling="attention"), audio_config("student", n_fft=400, win_length=400))
+    assert configure("student", "pooling=max", pooling="attention")[0].pooling == "max"  # the text wins
+    assert configure("teacher", "") == (model_config("teacher"), audio_config("teacher"))
+    assert configure("student", "channels=64")[0].channels == (64,)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("chanels=32,48,64", r"chanels='32,48,64': expected FIELD=VALUE with FIELD one of .*channels"),
+    ("n_mels", r"n_mels='': expected int \(default 32\)"),
+    ("n_mels=48.5", r"n_mels='48.5': expected int"),
+    ("channels=a,b", r"channels='a,b': expected whole numbers separated by commas"),
+    ("f_min=low", r"f_min='low': expected float"),
+    ("n_mels=0", r"AudioConfig.n_mels=0 is invalid"),
+    ("pooling=avg", r"pooling='avg'; expected one of"),
+])
+def test_configure_names_the_bad_field(text, message):
+    with pytest.raises(ValueError, match=message):
+        configure("student", text)

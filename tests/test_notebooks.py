@@ -83,15 +83,19 @@ def test_03_train_rejects_bad_alpha(ws):
 
 
 def test_03_train_cli_from_notebooks_folder(ws):
-    """The documented command line: `cd notebooks && papermill 03_train.ipynb out.ipynb -p alpha 0.7`."""
+    """The documented command line: `cd notebooks && papermill 03_train.ipynb out.ipynb -p alpha 0.7`,
+    here for a student with its size and front end changed through `student_config`."""
     out = ws["out"] / "03_cli.ipynb"
     cmd = [sys.executable, "-m", "papermill", "03_train.ipynb", str(out), "-k", "python3",
            "--execution-timeout", str(TIMEOUT), "-p", "alpha", "0.7", "-p", "epochs", "1",
            "-p", "data_dir", str(ws["data"]), "-p", "run_name", str(ws["runs"] / "cli"),
-           "-p", "cache_dir", str(ws["cache"]), "-p", "progress", "False"]
+           "-p", "cache_dir", str(ws["cache"]), "-p", "progress", "False",
+           "-p", "student_config", "channels=32,48,64 n_mels=48"]
     proc = subprocess.run(cmd, cwd=NB, capture_output=True, text=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (ws["runs"] / "cli" / "encoder.pt").exists()
+    config = json.loads((ws["runs"] / "cli" / "config.json").read_text())
+    assert config["model"]["channels"] == [32, 48, 64] and config["audio"]["n_mels"] == 48
 
 
 def test_04_explore_alpha_T(ws):
