@@ -141,9 +141,9 @@ class Segmenter:
                 return
             x, self.head = np.concatenate([self.head[self.ctx:0:-1], self.head]), self.head[:self.ctx + 1]
         self.buf = np.concatenate([self.buf, x]) if len(self.buf) else x
-        yield from self._windows(self.ctx + self.n)
+        yield from self._stretch(self.ctx + self.n)
 
-    def _windows(self, available: int):
+    def _stretch(self, available: int):
         count = max(0, (available - self.i * self.hop - self.width) // self.hop + 1)
         if count:
             a = self.i * self.hop - self.start
@@ -162,7 +162,7 @@ class Segmenter:
             self.buf = np.pad(self.buf, (0, self.ctx + total - self.start - len(self.buf)))
         if self.ctx:  # reflect the last ctx samples before the end (padded-stream indices total-1 .. total+ctx-2)
             self.buf = np.concatenate([self.buf, self.buf[total - 1 - self.start:total + self.ctx - 1 - self.start][::-1]])
-        yield from self._windows(total + 2 * self.ctx)
+        yield from self._stretch(total + 2 * self.ctx)
 
 
 def open_audio(path: Path) -> sf.SoundFile:
@@ -181,7 +181,7 @@ def open_audio(path: Path) -> sf.SoundFile:
     return f
 
 
-def stream_windows(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
+def stream_stretches(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
     """Yield one file's segment windows at the run's rate, in order, as `Segmenter` stretches (float32).
 
     Reads `block_frames` at a time, so memory stays bounded however long the file. Returns (via
@@ -271,7 +271,7 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     n_pending = [0]
 
     def flush(n: int):
-        """Run the model on the first `n` pending segments (whole files' runs may be split)."""
+        """Run the model on the first `n` pending segments (a stretch may be split between two passes)."""
         take, got = [], 0
         while pending and got < n:
             clip, f = pending[0]
@@ -304,10 +304,10 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
         with torch.inference_mode():
             for clip in clips:
                 if not clip.error:
-                    windows = stream_windows(clip.path, cfg, block_frames, on_block)
+                    stretches = stream_stretches(clip.path, cfg, block_frames, on_block)
                     try:
                         while True:
-                            features = model.logmel.stretch(torch.from_numpy(next(windows)))
+                            features = model.logmel.stretch(torch.from_numpy(next(stretches)))
                             pending.append((clip, features))
                             n_pending[0] += len(features)
                             while n_pending[0] >= batch_size:
