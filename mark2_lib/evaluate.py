@@ -146,29 +146,44 @@ def timed_rounds(tasks: dict, repeats: int = 5, min_time: float = 0.25, warmup: 
     return times
 
 
-def realtime_factors(models: dict, waves: torch.Tensor, sample_rate: int, batch_size: int = 8, repeats: int = 5,
-                     min_time: float = 0.25) -> dict:
-    """Seconds of audio per second of wall time (features + model) of each model on the same `waves`:
-    the median of `timed_rounds` over passes in batches of `batch_size`, after one warm-up pass each."""
+def pass_times(models: dict, waves: torch.Tensor, batch_size: int = 8, repeats: int = 5,
+               min_time: float = 0.25) -> dict:
+    """Seconds per pass (features + model) of each model over the same `waves`, in batches of
+    `batch_size`: {name: one value per round of `timed_rounds`}, after one warm-up pass each."""
     def one_pass(model):
         for i in range(0, len(waves), batch_size):
             model(waves[i:i + batch_size])
 
     with torch.inference_mode():
-        times = timed_rounds({name: lambda m=model.eval(): one_pass(m) for name, model in models.items()},
-                             repeats, min_time)
+        return timed_rounds({name: lambda m=model.eval(): one_pass(m) for name, model in models.items()},
+                            repeats, min_time)
+
+
+def realtime_factors(models: dict, waves: torch.Tensor, sample_rate: int, batch_size: int = 8, repeats: int = 5,
+                     min_time: float = 0.25) -> dict:
+    """Seconds of audio per second of wall time (features + model) of each model on the same `waves`:
+    the median over the rounds of `pass_times`."""
+    times = pass_times(models, waves, batch_size, repeats, min_time)
     seconds = waves.numel() / sample_rate
     return {name: seconds / float(np.median(t)) for name, t in times.items()}
 
 
-def speed_table(models: dict, waves: torch.Tensor, sample_rate: int) -> pd.DataFrame:
+def speed_table(models: dict, waves: torch.Tensor, sample_rate: int, reference: str = "teacher") -> pd.DataFrame:
     """Parameters, M MACs per second of audio (each model's own front end) and x real time, one row per model.
 
-    `waves` is a batch of equal-length waveforms (see `speed_audio`); batches of 8, as benchmarks/bench_inference.py."""
+    `waves` is a batch of equal-length waveforms (see `speed_audio`); batches of 8, as benchmarks/bench_inference.py.
+    With a `reference` model among `models`, "x faster" is the reference's pass time over each model's in
+    the same round, median over the rounds: a change of load on the machine slows both sides of a round
+    alike, so the ratio is steadier than one of the two medians."""
     from .models import count_parameters, macs_per_second
 
-    speed = realtime_factors(models, waves, sample_rate)
-    return pd.DataFrame({name: {"parameters": count_parameters(m.model),
-                                "M MACs / s audio": macs_per_second(m.model) / 1e6,
-                                "x real time": speed[name]}
-                         for name, m in models.items()}).T
+    times = pass_times(models, waves)
+    seconds = waves.numel() / sample_rate
+    table = pd.DataFrame({name: {"parameters": count_parameters(m.model),
+                                 "M MACs / s audio": macs_per_second(m.model) / 1e6,
+                                 "x real time": seconds / float(np.median(times[name]))}
+                          for name, m in models.items()}).T
+    if reference in times:
+        table[f"x faster than {reference}"] = [float(np.median(np.divide(times[reference], times[name])))
+                                               for name in table.index]
+    return table

@@ -52,6 +52,20 @@ def test_speed_table_has_one_row_per_model_with_positive_speed():
     assert table.loc["student", "x real time"] > 0 and table.loc["student", "M MACs / s audio"] > 0
 
 
+def test_speed_table_ratio_is_the_median_of_per_round_ratios(monkeypatch):
+    from mark2_lib import evaluate
+
+    nets = {"student": build_model("student"), "teacher": build_model("teacher")}
+    models = {k: WaveformClassifier(n.audio, n).eval() for k, n in nets.items()}
+    # round 2 ran under load for both: its ratio (4) is the middle one; medians alone would say 10 / 2 = 5
+    times = {"student": [1.0, 3.0, 2.0], "teacher": [2.0, 12.0, 10.0]}
+    monkeypatch.setattr(evaluate, "pass_times", lambda models, waves: {k: times[k] for k in models})
+    table = speed_table(models, torch.zeros(2, 4 * SR), SR)
+    assert table.loc["student", "x faster than teacher"] == 4.0 and table.loc["teacher", "x faster than teacher"] == 1.0
+    assert table.loc["student", "x real time"] == pytest.approx(8 / 2.0) and table.loc["teacher", "x real time"] == pytest.approx(8 / 10.0)
+    assert "x faster than teacher" not in speed_table({"student": models["student"]}, torch.zeros(2, 4 * SR), SR)
+
+
 class _Sleeper(torch.nn.Module):
     """Takes `seconds` per call and logs which model ran, so timing and turn order can be checked."""
 
