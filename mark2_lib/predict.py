@@ -3,8 +3,8 @@
     clips, segments = predict_paths("runs/student", ["recordings/"], segments=True)
     export_torchscript("runs/student", "student.ts")
 
-Every file is read block by block (`block_frames` at a time), mixed to mono, resampled to the run's
-rate with an exact streaming version of `audio.resample`, and cut into the same windows as
+Every file is streamed (stream.py): read block by block (`block_frames` at a time), mixed to mono,
+resampled to the run's rate exactly as `audio.resample` would, and cut into the same windows as
 `audio.segment_waveform` (with clip framing, each widened by the STFT context the clip's frames
 see, `audio.stream_windows_of`). The windows of each block arrive as one stretch of audio, framed once
 (`LogMel.stretch`); segments from all files share batches through the model's segment path, and
@@ -14,28 +14,24 @@ sample rate the result equals `load_classifier(run)(load_audio(path)[None])` up 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
-import torchaudio
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .audio import AudioConfig, DataError, check_wav_size, n_segments, require_file, segment_times
+from .audio import AudioConfig, DataError, segment_times
 from .models import WaveformClassifier, load_classifier
+from .stream import BLOCK_FRAMES, stream_stretches
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
 CLIP_COLUMNS = ["path", "p_noise", "label", "n_segments", "error"]
 SEGMENT_COLUMNS = ["path", "segment", "start_s", "end_s", "p_noise", "label"]
-BLOCK_FRAMES = 1 << 20  # frames read per block (about a minute at 16 kHz)
 
 # ----------------------------------------------------------------------------- finding files
 
@@ -68,150 +64,6 @@ def find_audio(paths) -> tuple[list[tuple[Path, str]], int]:
                 seen.add(f)
                 entries.append((f, ""))
     return entries, n_ignored
-
-
-# ----------------------------------------------------------------------------- streaming audio
-
-
-class StreamResampler:
-    """Resamples a signal block by block with exactly the result of one `audio.resample` on all of it."""
-
-    def __init__(self, orig_rate: int, new_rate: int):
-        self.resampler = torchaudio.transforms.Resample(orig_rate, new_rate)  # default sinc_interp_hann
-        g = math.gcd(orig_rate, new_rate)
-        self.o, self.n = orig_rate // g, new_rate // g  # output frame k: n samples from input [k*o - w, k*o + o + w)
-        self.w = self.resampler.width
-        self.margin = -(-self.w // self.o)  # frames of left context, so margin * o >= w
-        self.buf = np.zeros(self.margin * self.o, np.float32)  # leading zeros = torchaudio's left padding
-        self.frame = 0  # next output frame
-        self.n_in = 0   # input samples seen
-
-    def _run(self, last_frame: int | None) -> np.ndarray:
-        """Output frames self.frame .. last_frame (all the buffer allows when None)."""
-        with torch.no_grad():
-            y = self.resampler(torch.from_numpy(self.buf)).numpy()
-        y = y[self.margin * self.n:] if last_frame is None else \
-            y[self.margin * self.n:(self.margin + last_frame - self.frame + 1) * self.n]
-        return y
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        """Feed input samples; returns the output samples that are now final."""
-        self.buf = np.concatenate([self.buf, x])
-        self.n_in += len(x)
-        last = (self.n_in - self.w) // self.o - 1  # the last frame whose input window is complete
-        if last < self.frame:
-            return np.zeros(0, np.float32)
-        y = self._run(last)
-        self.frame = last + 1
-        start = (self.frame - self.margin) * self.o  # absolute index of the new buffer's first sample
-        self.buf = self.buf[start - (self.n_in - len(self.buf)):]
-        return y
-
-    def finish(self) -> np.ndarray:
-        """Flush at the end of the signal (zero padding on the right, as torchaudio does)."""
-        total = -(-self.n * self.n_in // self.o)  # ceil(n * length / o) samples in all
-        done = self.frame * self.n
-        if done >= total:
-            return np.zeros(0, np.float32)
-        return self._run(None)[:total - done]
-
-
-class Segmenter:
-    """Cuts a stream into `audio.stream_windows_of`'s windows: `hop_samples` apart, each the segment plus
-    `context` samples on either side (the clip's reflect padding at its two ends).
-
-    The windows complete after each push come as one stretch of the stream that they span
-    (`LogMel.stretch` reads it), not one copy per window: consecutive windows overlap."""
-
-    def __init__(self, cfg: AudioConfig):
-        self.win, self.hop, self.cfg, self.ctx = cfg.segment_samples, cfg.hop_samples, cfg, cfg.context
-        self.width = self.win + 2 * self.ctx
-        self.head = np.zeros(0, np.float32)  # the clip's first ctx + 1 samples, until they are all here
-        self.buf = np.zeros(0, np.float32)   # the padded stream (reflected head, then the clip) from `start`
-        self.start = 0  # index of buf[0] in the padded stream
-        self.n = 0      # clip samples seen
-        self.i = 0      # next window index
-
-    def push(self, x: np.ndarray):
-        """Feed samples; yields the stretch spanning every window that is now complete (if any)."""
-        self.n += len(x)
-        if len(self.head) <= self.ctx:  # the left reflection needs samples 1..ctx of the clip
-            self.head = np.concatenate([self.head, x])
-            if len(self.head) <= self.ctx:
-                return
-            x, self.head = np.concatenate([self.head[self.ctx:0:-1], self.head]), self.head[:self.ctx + 1]
-        self.buf = np.concatenate([self.buf, x]) if len(self.buf) else x
-        yield from self._stretch(self.ctx + self.n)
-
-    def _stretch(self, available: int):
-        count = max(0, (available - self.i * self.hop - self.width) // self.hop + 1)
-        if count:
-            a = self.i * self.hop - self.start
-            yield self.buf[a:a + (count - 1) * self.hop + self.width].copy()
-            self.i += count
-        drop = min(self.i * self.hop, available) - self.start
-        self.buf, self.start = self.buf[drop:], self.start + drop
-
-    def finish(self):
-        """Yields the stretch spanning the remaining windows: the clip zero-padded to its last window, then reflected."""
-        total = (n_segments(self.n, self.cfg) - 1) * self.hop + self.win  # the zero-padded clip's length
-        if len(self.head) <= self.ctx:  # the clip ended before the head was complete
-            clip = np.pad(self.head, (0, total - len(self.head)))
-            self.buf, self.start = np.concatenate([clip[self.ctx:0:-1], clip]), 0
-        else:
-            self.buf = np.pad(self.buf, (0, self.ctx + total - self.start - len(self.buf)))
-        if self.ctx:  # reflect the last ctx samples before the end (padded-stream indices total-1 .. total+ctx-2)
-            self.buf = np.concatenate([self.buf, self.buf[total - 1 - self.start:total + self.ctx - 1 - self.start][::-1]])
-        yield from self._stretch(total + 2 * self.ctx)
-
-
-def open_audio(path: Path) -> sf.SoundFile:
-    """Open a file for block reading, with `audio.load_audio`'s checks (missing, empty, truncated, not audio)."""
-    require_file(path)
-    try:
-        f = sf.SoundFile(str(path))
-    except Exception as e:  # LibsndfileError / RuntimeError / TypeError
-        raise DataError(f"{path}: not a readable audio file ({e})") from None
-    try:
-        if f.format in ("WAV", "WAVEX"):
-            check_wav_size(path)
-    except BaseException:
-        f.close()
-        raise
-    return f
-
-
-def stream_stretches(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
-    """Yield one file's segment windows at the run's rate, in order, as `Segmenter` stretches (float32).
-
-    Reads `block_frames` at a time, so memory stays bounded however long the file. Returns (via
-    StopIteration.value) the clip's length in samples at the run's rate. Raises DataError naming
-    the file when it is missing, empty, truncated, not audio, or holds NaN/inf samples.
-    `on_block(seconds)` is called after each block with the seconds of audio it held.
-    """
-    path = Path(path)
-    seg = Segmenter(cfg)
-    with open_audio(path) as f:
-        rs = StreamResampler(f.samplerate, cfg.sample_rate) if f.samplerate != cfg.sample_rate else None
-        while True:
-            try:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
-            except Exception as e:
-                raise DataError(f"{path}: not a readable audio file ({e})") from None
-            if block.shape[0] == 0:
-                break
-            if not np.isfinite(block).all():
-                raise DataError(f"{path}: audio contains NaN or inf samples")
-            x = block.mean(axis=1) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
-            yield from seg.push(rs.push(x) if rs else x)
-            if on_block:
-                on_block(block.shape[0] / f.samplerate)
-        if rs is not None:
-            yield from seg.push(rs.finish())
-    if seg.n == 0:
-        raise DataError(f"{path}: audio has 0 samples")
-    yield from seg.finish()
-    return seg.n
 
 
 # ----------------------------------------------------------------------------- prediction

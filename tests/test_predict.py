@@ -1,4 +1,4 @@
-"""Tests for mark2_lib.predict and the `predict` / `export` commands: CSV layout, error rows,
+"""Tests for mark2_lib.predict (with mark2_lib.stream) and the `predict` / `export` commands: CSV layout, error rows,
 folder recursion, segment times, streaming == whole-file scoring, resampling, TorchScript export."""
 import json
 import subprocess
@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 
-from mark2_lib import audio, predict
+from mark2_lib import audio, predict, stream
 from mark2_lib.audio import AudioConfig
 from mark2_lib.cli import main
 from mark2_lib.models import ClipClassifier, audio_config, load_classifier, model_config
@@ -222,7 +222,7 @@ def test_segmenter_gives_the_whole_clips_windows_for_any_block_size(framing):
         x = rng.normal(size=n).astype(np.float32)
         ref = audio.stream_windows_of(torch.from_numpy(x), cfg).numpy()
         for block in (1, 3, 9, 50, 1000):
-            seg = predict.Segmenter(cfg)
+            seg = stream.Segmenter(cfg)
             stretches = [s for i in range(0, n, block) for s in seg.push(x[i:i + block])] + list(seg.finish())
             assert all((len(s) - width) % cfg.hop_samples == 0 for s in stretches)  # whole windows only
             got = [w for s in stretches for w in sliding_window_view(s, width)[::cfg.hop_samples]]
@@ -244,7 +244,7 @@ def test_stream_resampler_equals_whole_signal_resampling(orig):
     x = np.random.default_rng(orig).uniform(-1, 1, 54321).astype(np.float32)
     ref = audio.resample(torch.from_numpy(x), orig, SR).numpy()
     for block in (1000, 4410, 100000):
-        rs = predict.StreamResampler(orig, SR)
+        rs = stream.StreamResampler(orig, SR)
         y = np.concatenate([rs.push(x[i:i + block]) for i in range(0, len(x), block)] + [rs.finish()])
         assert y.shape == ref.shape
         np.testing.assert_allclose(y, ref, atol=5e-5)  # float32 rounding only
