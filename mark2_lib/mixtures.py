@@ -15,8 +15,9 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm.auto import tqdm
 
-from .synth import (ANNOTATOR, NOISES, NOISE_TYPES, PEAK_RANGE_DBFS, P_NO_NOISE, SNR_RANGE_DB, _gain,
-                    _is_built, _mic_floor, _unit, _write_csv, annotator_p_noise, mix_at_snr)
+from .signals import NOISES, _gain, _mic_floor, _unit
+from .synth import (ANNOTATOR, NOISE_TYPES, PEAK_RANGE_DBFS, P_NO_NOISE, SNR_RANGE_DB, _is_built, _write_csv,
+                    annotator_p_noise, mix_at_snr)
 
 MIXTURE_MARKER = ".mark2-mixture"  # marks a folder make_mixture_dataset built
 MIXTURE_VERSION = 1

@@ -9,7 +9,7 @@ import soundfile as sf
 pytest.importorskip("onnxruntime", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
 pytest.importorskip("speechmos", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
 
-from mark2_lib import dnsmos, synth  # noqa: E402
+from mark2_lib import dnsmos, signals, synth  # noqa: E402
 from mark2_lib.audio import AudioConfig, DataError, n_segments  # noqa: E402
 from mark2_lib.data import load_labels, load_soft_labels  # noqa: E402
 
@@ -29,10 +29,10 @@ def clips(tmp_path_factory):
     rows = []
     for i in range(6):
         rng = np.random.default_rng([11, i])
-        x = synth.speech(rng, 2 * SR, SR)
+        x = signals.speech(rng, 2 * SR, SR)
         noisy = i % 2 == 1
         if noisy:
-            x = synth.mix_at_snr(x, synth.white(rng, 2 * SR, SR), 0.0)
+            x = synth.mix_at_snr(x, signals.white(rng, 2 * SR, SR), 0.0)
         sf.write(root / "audio" / f"c{i}.wav", 0.5 * x / np.abs(x).max(), SR, subtype="PCM_16")
         rows.append([f"c{i}", f"audio/c{i}.wav", "noise" if noisy else "clean", ("train", "val", "test")[i // 2]])
     with open(root / "labels.csv", "w", newline="") as f:

@@ -10,7 +10,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mark2_lib import synth
+from mark2_lib import signals, synth
 from mark2_lib.audio import load_audio
 
 SR = 16000
@@ -74,7 +74,7 @@ def test_parallel_build_gives_the_same_bytes(tmp_path):
 def test_mix_at_snr_hits_target(seed, n, snr, noise_type, clean_scale):
     rng = np.random.default_rng(seed)
     clean = clean_scale * rng.standard_normal(n)
-    noise = synth.NOISES[noise_type](rng, n, SR)
+    noise = signals.NOISES[noise_type](rng, n, SR)
     scaled = synth.mix_at_snr(clean, noise, snr) - clean
     measured = 10 * math.log10(np.mean(clean**2) / np.mean(scaled**2))
     assert abs(measured - snr) < 0.01
@@ -189,7 +189,7 @@ def test_wavs_load_with_correct_length_and_no_clipping(built):
 
 
 def test_generators_are_finite_and_sized():
-    for name, gen in {**synth.SOURCES, **synth.NOISES}.items():
+    for name, gen in {**signals.SOURCES, **signals.NOISES}.items():
         x = gen(np.random.default_rng(7), 12345, SR)
         assert x.shape == (12345,) and np.isfinite(x).all() and np.mean(x**2) > 0, name
 
