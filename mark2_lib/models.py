@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .audio import AudioConfig, LogMel
 
 POOLINGS = ("mean", "max", "attention")
+STD_EPS = 1e-5  # added to the variance under stats pooling's square root
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ModelConfig:
     dropout: float = 0.1                    # dropout before the last layer of the head
     pooling: str = "mean"                   # how segment logits combine: mean | max | attention
     n_classes: int = 2                      # clean, noise
+    level_norm: bool = True                 # subtract each segment's mean log-mel level first (level invariance)
+    stats_pooling: bool = True              # the encoder summarises its map by mean and std (else mean only)
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -46,11 +49,20 @@ class ModelConfig:
         d["channels"] = list(self.channels)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """From config.json; runs saved before a field existed get the value they were trained with."""
+        return cls(**{**LEGACY_MODEL_FIELDS, **d})
+
+
+# Fields added after runs were saved: what a config.json without them was trained with.
+LEGACY_MODEL_FIELDS = {"level_norm": False, "stats_pooling": False}
+
 
 SIZES = {
     "student": ModelConfig(),
     "teacher": ModelConfig(stem_channels=48, channels=(96, 160, 256), blocks_per_stage=2,
-                           head_hidden=128, dropout=0.2),
+                           head_hidden=128, dropout=0.2, level_norm=False, stats_pooling=False),
 }
 
 
@@ -104,6 +116,10 @@ def configure(size: str = "student", changes="", **fields) -> tuple[ModelConfig,
 
 def _parse_field(name: str, text: str, default):
     """Text as the type of the field's default: a tuple of ints ("32,48,64"), an int, a float or text."""
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return text.lower() in ("1", "true", "yes", "on")
+        raise ValueError(f"{name}={text!r}: expected true or false (default {default!r})")
     try:
         if isinstance(default, tuple):
             return tuple(int(v) for v in text.split(","))
@@ -168,10 +184,13 @@ class Encoder(nn.Module):
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_channels = c_in
+        self.level_norm, self.stats_pooling, self.std_eps = cfg.level_norm, cfg.stats_pooling, STD_EPS
+        self.out_channels = 2 * c_in if cfg.stats_pooling else c_in
         self.eps = float(self.stem[1].eps)  # for the eval-mode fold of the stem (see SeparableBlock)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.level_norm:  # mixtures are peak-normalised: a segment's overall level says nothing, its shape does
+            x = x - x.mean(dim=(1, 2), keepdim=True)
         x = self.input_norm(x)
         if self.training:
             x = self.stem(x.unsqueeze(1))
@@ -189,7 +208,17 @@ class Encoder(nn.Module):
             cols = torch.stack(taps, dim=-1)                                      # [N, h, t, 9], tap = 3 * row + col
             x = torch.addmm(b, cols.reshape(n * h * t, 9), w.reshape(c, 9).t())
             x = F.relu_(x.reshape(n, h, t, c).permute(0, 3, 1, 2))            # [N, C, h, t], channels-last
-        return self.pool(self.blocks(x))
+        return self.summarise(self.blocks(x))
+
+    def summarise(self, y: torch.Tensor) -> torch.Tensor:
+        """Feature map `[N, C, h, t]` -> `[N, C, 1, 1]`: its mean, with `stats_pooling` also its std (`[N, 2C, 1, 1]`).
+
+        The std tells a map that varies over the segment (speech over a quiet floor) from an even one."""
+        mean = self.pool(y)
+        if not self.stats_pooling:
+            return mean
+        std = (y - mean).square_().mean(dim=(2, 3), keepdim=True).add_(self.std_eps).sqrt_()  # eps: finite grad at 0
+        return torch.cat([mean, std], dim=1)
 
     def folded_stem(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stem's conv weight `[C, 1, 3, 3]` and bias `[C]` with its BatchNorm folded in (eval mode)."""
@@ -217,6 +246,14 @@ class Encoder(nn.Module):
         for i in range(3):
             for j in range(3):
                 cols[3 * i + j].copy_(seg[:, :, i:i + 2 * h - 1:2, j:j + 2 * t - 1:2])
+        if self.level_norm:
+            # Segment s's mean level m_s, subtracted before the input norm, takes m_s * scale[band] off
+            # every value the segment's taps read (nothing off the zero bands: scale is 0 there).
+            level = frames.mean(dim=2).unfold(1, n_frames, frame_step).mean(dim=2)  # [B, S]
+            band_scale = F.pad(scale, (1, 1))
+            level = level.reshape(1, level.shape[0], level.shape[1], 1, 1)
+            for i in range(3):  # the three taps of kernel row i read the same bands
+                cols[3 * i:3 * i + 3].sub_(level * band_scale[i:i + 2 * h - 1:2].reshape(h, 1))
         for j in range(3):  # frame 2t + j - 1 of a segment outside [0, n_frames): the neighbour's, zero it
             cols[j:9:3, :, :, :, :max(1 - j, 0)].zero_()
             cols[j:9:3, :, :, :, (n_frames + 2 - j) // 2:].zero_()
@@ -224,7 +261,7 @@ class Encoder(nn.Module):
         weight = torch.cat([w.reshape(c, 9).t(), b.unsqueeze(0)])               # [10, C], tap = 3 * row + col
         y = torch.mm(cols.reshape(10, -1).t(), weight)                          # [B * S * h * t, C]
         y = F.relu_(y).reshape(-1, h, t, c).permute(0, 3, 1, 2)                 # [B * S, C, h, t], channels-last
-        return self.pool(self.blocks(y))
+        return self.summarise(self.blocks(y))
 
 
 class Head(nn.Module):
@@ -375,7 +412,7 @@ def load_classifier(run_dir) -> WaveformClassifier:
     config = json.loads((run_dir / "config.json").read_text())
     try:
         audio = AudioConfig.from_dict(config["audio"])  # runs saved before `framing` existed: "segment"
-        model_cfg = ModelConfig(**config["model"])
+        model_cfg = ModelConfig.from_dict(config["model"])  # runs saved before a field existed: as trained
     except KeyError as e:
         raise ValueError(f"{run_dir / 'config.json'}: no {e} section; is it a training run's config?") from None
     except (TypeError, ValueError) as e:

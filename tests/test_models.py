@@ -8,7 +8,7 @@ from mark2_lib import audio
 from mark2_lib.audio import AudioConfig
 from mark2_lib.models import (POOLINGS, ClipClassifier, ModelConfig, WaveformClassifier, audio_config,
                               build_model, configure, count_parameters, load_classifier, macs_per_second,
-                              model_config)
+                              STD_EPS, model_config)
 
 AUDIO = AudioConfig()  # segment framing, 64 bands (the teacher's front end)
 CLIP_AUDIO = audio_config("student")  # clip framing, 32 bands
@@ -123,13 +123,19 @@ def test_each_size_has_its_front_end_with_the_same_segments():
 
 
 def unfolded_segment_logits(model: ClipClassifier, x: torch.Tensor) -> torch.Tensor:
-    """Eval-mode segment logits with every BatchNorm run as its own module (no folding)."""
+    """Eval-mode segment logits with every BatchNorm run as its own module (no folding), level norm and
+    stats pooling written out with torch's own mean and variance."""
     enc = model.encoder
+    if enc.level_norm:
+        x = x - x.reshape(x.shape[0], -1).mean(dim=1).reshape(-1, 1, 1)
     x = enc.stem[2](enc.stem[1](enc.stem[0](enc.input_norm(x).unsqueeze(1))))
     for b in enc.blocks:
         y = b.bn2(b.pointwise(torch.relu(b.bn1(b.depthwise(x)))))
         x = torch.relu(y + x) if b.residual else torch.relu(y)
-    return model.head(model.flatten(enc.pool(x)))
+    emb = x.mean(dim=(2, 3))
+    if enc.stats_pooling:
+        emb = torch.cat([emb, (x.var(dim=(2, 3), unbiased=False) + STD_EPS).sqrt()], dim=1)
+    return model.head(emb)
 
 
 @pytest.mark.parametrize("size", ["student", "teacher"])
@@ -155,7 +161,7 @@ def test_macs_per_second_matches_hand_count():
               + 6 * 4 * 13 * 9 + 6 * 4 * 13 * 6)                  # dw stride 1, pw 6 -> 6
     stage2 = (6 * 2 * 7 * 9 + 8 * 2 * 7 * 6                       # dw stride 2 (4x13 -> 2x7), pw 6 -> 8
               + 8 * 2 * 7 * 9 + 8 * 2 * 7 * 8)                    # dw stride 1, pw 8 -> 8
-    head = 8 * 5 + 5 * 2                                          # Linear 8 -> 5, Linear 5 -> 2
+    head = 16 * 5 + 5 * 2                                         # Linear 16 (mean, std of 8) -> 5, Linear 5 -> 2
     per_segment = stem + stage1 + stage2 + head
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert macs_per_second(model, audio_cfg) == pytest.approx(per_segment * 4)
@@ -260,6 +266,19 @@ def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert "framing" not in config["audio"]  # segment framing is written as before framing existed
     assert load_classifier(tmp_path).audio == AUDIO  # framing "segment", as it was trained
+    # a run saved before level_norm and stats_pooling existed was trained without them
+    old_cfg = ModelConfig(**{**SMALL.to_dict(), "level_norm": False, "stats_pooling": False})
+    old = make_model(old_cfg, seed=3)
+    _write_run(tmp_path, old, old_cfg)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for name in ("level_norm", "stats_pooling"):
+        del config["model"][name]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_classifier(tmp_path)
+    assert not loaded.model.encoder.level_norm and not loaded.model.encoder.stats_pooling
+    waves = 0.1 * torch.randn(2, 24000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded(waves), WaveformClassifier(AUDIO, old).eval()(waves))
     config["audio"]["window"] = "hann"
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json.*unknown AudioConfig fields: \['window'\]"):
@@ -283,6 +302,22 @@ def test_configure_changes_size_and_front_end_from_text():
     assert configure("student", "pooling=max", pooling="attention")[0].pooling == "max"  # the text wins
     assert configure("teacher", "") == (model_config("teacher"), audio_config("teacher"))
     assert configure("student", "channels=64")[0].channels == (64,)
+    off = configure("student", "level_norm=false stats_pooling=0")[0]
+    assert (off.level_norm, off.stats_pooling) == (False, False) and configure("student", "level_norm=True")[0].level_norm
+
+
+@pytest.mark.parametrize("framing", ["clip", "segment"])
+def test_level_norm_makes_the_prediction_independent_of_recording_level(framing):
+    """Mixtures are peak-normalised, so level carries no label: the same recording 20 dB quieter scores the same."""
+    audio_cfg = audio_config("student", framing=framing)
+    waves = 0.1 * torch.randn(2, 32000, generator=torch.Generator().manual_seed(2))
+    for level_norm in (True, False):
+        cfg = ModelConfig(**{**SMALL.to_dict(), "level_norm": level_norm})
+        wrapped = WaveformClassifier(audio_cfg, make_model(cfg, audio_cfg=audio_cfg)).eval()
+        with torch.no_grad():
+            loud, quiet = wrapped.segment_and_clip_logits(waves), wrapped.segment_and_clip_logits(0.1 * waves)
+        same = all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(loud, quiet))
+        assert same == level_norm, level_norm
 
 
 @pytest.mark.parametrize("text, message", [
@@ -291,6 +326,7 @@ def test_configure_changes_size_and_front_end_from_text():
     ("n_mels=48.5", r"n_mels='48.5': expected int"),
     ("channels=a,b", r"channels='a,b': expected whole numbers separated by commas"),
     ("f_min=low", r"f_min='low': expected float"),
+    ("level_norm=maybe", r"level_norm='maybe': expected true or false \(default True\)"),
     ("n_mels=0", r"AudioConfig.n_mels=0 is invalid"),
     ("pooling=avg", r"pooling='avg'; expected one of"),
 ])

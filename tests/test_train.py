@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # the global RNG, so resume must restore it). Its validation losses make a resume from epoch 3
 # depend on the restored state: the best epoch (3) is not the last (6), and the learning rate is
 # halved after epochs 4 and 5, which a freshly built scheduler or early stopper would do differently.
-REF_MODEL = ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, pooling="attention", dropout=0.1)
+# (The model is kept without level norm and stats pooling, as when these properties were chosen.)
+REF_MODEL = ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, pooling="attention", dropout=0.1,
+                        level_norm=False, stats_pooling=False)
 REF_TRAIN = dict(alpha=0.5, temperature=2.0, epochs=6, patience=100, batch_size=8, lr=2e-2, seed=5,
                  lr_patience=0, random_segment=True, soft_target="clip", progress=False)
 HISTORY_COLUMNS = {"epoch", "lr", "seconds", "train_total", "train_soft", "train_hard", "val_total", "val_soft",
