@@ -2,8 +2,10 @@
 
 One set of building blocks makes both the tiny student and the large teacher
 (`build_model("student" | "teacher")`), each with its own front end (`audio_config(size)`).
-Class index 1 is "noise". In eval mode every BatchNorm that follows a convolution is folded
-into that convolution's weights on the fly, so inference runs one op where training runs two.
+The student's encoder also takes each segment's mean level off its input (`level_norm`) and
+sums up its last map by mean and std (`stats_pooling`). Class index 1 is "noise". In eval mode
+every BatchNorm that follows a convolution is folded into that convolution's weights on the fly,
+so inference runs one op where training runs two.
 """
 from __future__ import annotations
 
@@ -168,7 +170,7 @@ class SeparableBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """CNN over one segment's log-mel `[N, n_mels, frames]` -> feature map `[N, C, 1, 1]`."""
+    """CNN over one segment's log-mel `[N, n_mels, frames]` -> summary `[N, out_channels, 1, 1]` (see `summarise`)."""
 
     def __init__(self, audio: AudioConfig, cfg: ModelConfig):
         super().__init__()
