@@ -47,17 +47,20 @@ class ModelConfig:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
     def to_dict(self) -> dict:
+        """All fields, except those added later while they hold the value runs had before them: a model
+        without level norm or stats pooling (the teacher) is written exactly as before they existed
+        (same config.json and run names, so earlier runs resume and are reused)."""
         d = dataclasses.asdict(self)
         d["channels"] = list(self.channels)
-        return d
+        return {k: v for k, v in d.items() if not (k in LEGACY_MODEL_FIELDS and v == LEGACY_MODEL_FIELDS[k])}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """From config.json; runs saved before a field existed get the value they were trained with."""
+        """The inverse of to_dict: a field added later and missing from `d` takes the value runs had before it."""
         return cls(**{**LEGACY_MODEL_FIELDS, **d})
 
 
-# Fields added after runs were saved: what a config.json without them was trained with.
+# Fields added after runs were saved, and the value a config.json without them was trained with.
 LEGACY_MODEL_FIELDS = {"level_norm": False, "stats_pooling": False}
 
 

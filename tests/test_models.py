@@ -271,9 +271,7 @@ def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
     old = make_model(old_cfg, seed=3)
     _write_run(tmp_path, old, old_cfg)
     config = json.loads((tmp_path / "config.json").read_text())
-    for name in ("level_norm", "stats_pooling"):
-        del config["model"][name]
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert set(config["model"]) == set(old_cfg.to_dict()) == set(SMALL.to_dict()) - {"level_norm", "stats_pooling"}
     loaded = load_classifier(tmp_path)
     assert not loaded.model.encoder.level_norm and not loaded.model.encoder.stats_pooling
     waves = 0.1 * torch.randn(2, 24000, generator=torch.Generator().manual_seed(1))
@@ -291,6 +289,14 @@ def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json: no 'audio' section"):
         load_classifier(tmp_path)
+
+
+def test_model_config_is_written_as_before_level_norm_and_stats_pooling_when_they_are_off():
+    """So the teacher's config.json and run names are unchanged, and its earlier runs resume and are reused."""
+    teacher = model_config("teacher")
+    assert "level_norm" not in teacher.to_dict() and "stats_pooling" not in teacher.to_dict()
+    for cfg in (teacher, model_config("student"), model_config("student", stats_pooling=False)):
+        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def test_configure_changes_size_and_front_end_from_text():

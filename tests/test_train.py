@@ -181,7 +181,7 @@ def test_run_directory_contents(ref_run, tiny_data):
 
     config = json.loads((run_dir / "config.json").read_text())
     assert AudioConfig.from_dict(config["audio"]) == audio_cfg
-    assert ModelConfig(**config["model"]) == REF_MODEL
+    assert ModelConfig.from_dict(config["model"]) == REF_MODEL
     assert TrainConfig(**config["train"]) == TrainConfig(**REF_TRAIN)
     assert config["n_train"] == len(manifest.split("train")) and config["n_val"] == len(manifest.split("val"))
 
@@ -260,7 +260,7 @@ DRIVER = textwrap.dedent('''
     features = FeatureCache(args["cache"], audio_cfg).features(manifest, progress=False)
     soft = load_soft_labels(args["soft"], manifest)
     T.train_run(args["run_dir"], manifest, features, soft, T.TrainConfig(**args["train"]), audio_cfg,
-                ModelConfig(**args["model"]), resume=True)
+                ModelConfig.from_dict(args["model"]), resume=True)
 ''')
 
 
