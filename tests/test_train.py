@@ -414,6 +414,15 @@ def test_early_stopping_stops_training(patience, tiny_data, tmp_path, monkeypatc
                       ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16), resume=True)
     assert same_result(again, result) and again["run_dir"] == result["run_dir"]
 
+    # a run started with another model (here the same widths with level norm and stats pooling off)
+    # is never resumed or overwritten: the error names the config file and what differs
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(ValueError, match=r"config\.json: cannot resume.*differs in \['model'\]"):
+        train_run(tmp_path / "run", manifest, features, None, cfg, audio_cfg,
+                  ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, level_norm=False,
+                              stats_pooling=False), resume=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
 
 def test_diverging_run_stops_with_nan_reason(tiny_data, tmp_path, no_plots):
     manifest, features, audio_cfg = tiny_data
