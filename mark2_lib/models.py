@@ -120,11 +120,13 @@ def configure(size: str = "student", changes="", **fields) -> tuple[ModelConfig,
 
 
 def _parse_field(name: str, text: str, default):
-    """Text as the type of the field's default: a tuple of ints ("32,48,64"), an int, a float or text."""
+    """Text as the type of the field's default: a tuple of ints ("32,48,64"), a bool (true/false), an int, a float or text."""
     if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return text.lower() in ("1", "true", "yes", "on")
-        raise ValueError(f"{name}={text!r}: expected true or false (default {default!r})")
+        value = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}.get(text.lower())
+        if value is None:
+            raise ValueError(f"{name}={text!r}: expected true or false (default {default!r})")
+        return value
     try:
         if isinstance(default, tuple):
             return tuple(int(v) for v in text.split(","))
