@@ -120,7 +120,8 @@ def configure(size: str = "student", changes="", **fields) -> tuple[ModelConfig,
 
 
 def _parse_field(name: str, text: str, default):
-    """Text as the type of the field's default: a tuple of ints ("32,48,64"), a bool (true/false), an int, a float or text."""
+    """Text as the type of the field's default: a tuple of ints ("32,48,64"), a bool (true/false), an int,
+    a float or text."""
     if isinstance(default, bool):
         value = {"1": True, "true": True, "yes": True, "on": True,
                  "0": False, "false": False, "no": False, "off": False}.get(text.lower())
