@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mark2_lib import audio, data  # noqa: E402
-from mark2_lib.audio import AudioConfig  # noqa: E402
+from mark2_lib.config import AudioConfig  # noqa: E402
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 

@@ -12,7 +12,7 @@ Eval mode, inference_mode, batches of `--batch-size` waveforms, torch.set_num_th
   features       the front end alone (segment + log-mel)
   model          the model alone on precomputed features (ClipClassifier(features, mask))
 
-Each model runs with its own front end (`models.audio_config(size)`, or the run's config.json):
+Each model runs with its own front end (`config.audio_config(size)`, or the run's config.json):
 the student's 32 bands of a 16 ms window every 25 ms, framed once per clip, the teacher's 64 bands of
 a 32 ms window every 20 ms, framed per segment. `--student-config FIELD=VALUE ...` times an untrained
 student with ModelConfig or AudioConfig fields changed, to see what a larger design would cost.
@@ -50,8 +50,8 @@ GOAL_RT, GOAL_RATIO = 1000.0, 10.0
 
 def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     """`[n_waves, clip_seconds * sr]` float32: consecutive 2 s default-data clips joined end to end."""
+    from mark2_lib.builders.synth import render_clip
     from mark2_lib.evaluate import join_clips
-    from mark2_lib.synth import render_clip
 
     part, wave_len = int(2 * sample_rate), int(round(clip_seconds * sample_rate))
     n_waves = max(int(round(minutes * 60 * sample_rate)) // wave_len, 1)
@@ -62,7 +62,8 @@ def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, se
 def load(size: str, run, overrides=None):
     """(WaveformClassifier in eval mode, AudioConfig): a trained run, or an untrained build_model(size)
     with the size's own front end, with `overrides` (`--student-config` items) applied."""
-    from mark2_lib.models import WaveformClassifier, build_model, configure, load_classifier
+    from mark2_lib.config import configure
+    from mark2_lib.models import WaveformClassifier, build_model, load_classifier
 
     if run:
         model = load_classifier(run)
@@ -168,7 +169,7 @@ def main(argv=None):
     if args.student_config and args.student_run:
         ap.error("--student-config builds an untrained student; it cannot be combined with --student-run")
     if args.student_config:  # unknown fields and bad values fail here, before any timing
-        from mark2_lib.models import configure
+        from mark2_lib.config import configure
 
         try:
             configure("student", args.student_config)

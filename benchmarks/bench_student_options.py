@@ -34,9 +34,10 @@ VARIANTS = {  # name: student_config changes
 
 def main(argv=None):
     import torch
-
     from bench_inference import make_audio
-    from mark2_lib.models import WaveformClassifier, build_model, configure, count_parameters
+
+    from mark2_lib.config import configure
+    from mark2_lib.models import WaveformClassifier, build_model, count_parameters
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of audio (default 10)")

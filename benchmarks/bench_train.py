@@ -37,12 +37,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from procmem import reset_peak_rss, status_kb  # noqa: E402  (benchmarks/, this script's folder)
-from mark2_lib import synth, train  # noqa: E402
-from mark2_lib.audio import AudioConfig  # noqa: E402
-from mark2_lib.data import (ClipDataset, FeatureCache, SoftLabels, collate_clips, load_labels,  # noqa: E402
-                            load_soft_labels)
+
+from mark2_lib import train  # noqa: E402
+from mark2_lib.builders import synth  # noqa: E402
+from mark2_lib.config import (
+    AudioConfig,  # noqa: E402
+    TrainConfig,  # noqa: E402
+    model_config,  # noqa: E402
+)
+from mark2_lib.data import (  # noqa: E402
+    ClipDataset,
+    FeatureCache,
+    SoftLabels,
+    collate_clips,
+    load_labels,
+    load_soft_labels,
+)
+from mark2_lib.config import TrainConfig  # noqa: E402
 from mark2_lib.losses import DistillationLoss  # noqa: E402
-from mark2_lib.models import ClipClassifier, model_config  # noqa: E402
+from mark2_lib.models import ClipClassifier  # noqa: E402
 
 
 def open_data(data_dir: Path, cache_dir: Path, cfg: AudioConfig):
@@ -60,7 +73,7 @@ def open_data(data_dir: Path, cache_dir: Path, cfg: AudioConfig):
     return manifest, features, soft
 
 
-def bare_loop(manifest, features, soft, cfg: train.TrainConfig, audio_cfg, epochs: int) -> float:
+def bare_loop(manifest, features, soft, cfg: TrainConfig, audio_cfg, epochs: int) -> float:
     """Seconds per epoch of a plain loop: DataLoader, AdamW, DistillationLoss, train + val pass."""
     train.seed_everything(cfg.seed)
     model = ClipClassifier(audio_cfg, model_config("student"))
@@ -87,7 +100,7 @@ def bare_loop(manifest, features, soft, cfg: train.TrainConfig, audio_cfg, epoch
     return (time.perf_counter() - t0) / epochs
 
 
-def trainer(manifest, features, soft, cfg: train.TrainConfig, audio_cfg, run_dir: Path,
+def trainer(manifest, features, soft, cfg: TrainConfig, audio_cfg, run_dir: Path,
             plots: bool = True) -> tuple[float, float]:
     """(wall seconds per epoch of train_run, mean of history.csv's `seconds`: the train + val passes only)."""
     import mark2_lib.plots as plots_mod
@@ -144,7 +157,7 @@ def rss_child(args) -> None:
     torch.set_num_threads(args.threads)
     cfg = AudioConfig()
     manifest, features, soft = open_data(args.data_dir, args.cache_dir, cfg)
-    tcfg = train.TrainConfig(epochs=args.epochs, patience=10**6, batch_size=args.batch_size, progress=False)
+    tcfg = TrainConfig(epochs=args.epochs, patience=10**6, batch_size=args.batch_size, progress=False)
     reset = reset_peak_rss()  # ru_maxrss := current RSS
     before = status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     train.train_run(args.run_dir, manifest, features, soft, tcfg, cfg, model_config("student"), resume=False)
@@ -199,14 +212,14 @@ def main(argv=None):
                 "train_run, progress=False": [],
                 "train_run, defaults (tqdm on)": []}
         inner = {k: [] for k in rows}
-        bare_loop(manifest, features, soft, train.TrainConfig(**tcfg), cfg, 1)  # warm-up
+        bare_loop(manifest, features, soft, TrainConfig(**tcfg), cfg, 1)  # warm-up
         for r in range(args.repeat):
             for name in rows:
                 run = tmp / "runs" / f"{len(inner[name])}_{abs(hash(name))}"
                 if name.startswith("bare"):
-                    rows[name].append(bare_loop(manifest, features, soft, train.TrainConfig(**tcfg), cfg, args.epochs))
+                    rows[name].append(bare_loop(manifest, features, soft, TrainConfig(**tcfg), cfg, args.epochs))
                     continue
-                c = train.TrainConfig(**tcfg, progress="defaults" in name,
+                c = TrainConfig(**tcfg, progress="defaults" in name,
                                       curves_budget=1.0 if "every epoch" in name else 0.05)
                 wall, passes = trainer(manifest, features, soft, c, cfg, run, plots="no PNG" not in name)
                 rows[name].append(wall)

@@ -13,12 +13,8 @@ twice. Both give `[S, n_mels, n_frames]` per clip.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,99 +22,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
-
-# The front end's numerics: bump when LogMel gives different output for the same AudioConfig (a new
-# window, scale or padding), so that feature caches and cached runs made by the old code are not reused.
-# tests/test_audio.py holds the current output of a fixed signal and fails until this is bumped.
-FEATURES_VERSION = 1
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file (and CSV row where there is one)."""
-
-
-@dataclass(frozen=True)
-class AudioConfig:
-    """Every setting of the audio front end; saved with each run and part of the cache key."""
-
-    sample_rate: int = 16000      # Hz; all audio is resampled to this
-    segment_seconds: float = 1.0  # window length of one segment
-    hop_seconds: float = 0.5      # step between segment starts
-    n_fft: int = 512              # STFT size
-    win_length: int = 512         # 32 ms analysis window
-    hop_length: int = 320         # 20 ms frame step (51 frames per 1 s segment)
-    n_mels: int = 64              # mel bands
-    f_min: float = 20.0           # lowest mel edge, Hz
-    f_max: float = 8000.0         # highest mel edge, Hz
-    framing: str = "segment"      # "clip": one STFT per clip, segments slice its frames; "segment": per window
-
-    def __post_init__(self):
-        checks = {
-            "sample_rate": self.sample_rate > 0,
-            "segment_seconds": self.segment_seconds * self.sample_rate >= 1,
-            "hop_seconds": self.hop_seconds * self.sample_rate >= 1,
-            "n_fft": self.n_fft > 0,
-            "win_length": 0 < self.win_length <= self.n_fft,
-            "hop_length": self.hop_length > 0,
-            "n_mels": self.n_mels > 0,
-            "f_max": 0 <= self.f_min < self.f_max <= self.sample_rate / 2,
-            "framing": self.framing in FRAMINGS,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"AudioConfig.{name}={getattr(self, name)!r} is invalid"
-                                 + (f"; expected one of {FRAMINGS}" if name == "framing" else ""))
-        if self.framing == "clip":
-            for name, n in (("segment_seconds", self.segment_samples), ("hop_seconds", self.hop_samples)):
-                if n % self.hop_length:
-                    raise ValueError(f"AudioConfig.{name}={getattr(self, name)!r} is {n} samples, not a multiple "
-                                     f"of hop_length={self.hop_length}: framing='clip' slices whole frames")
-            if self.n_fft % 2 or self.n_fft // 2 >= self.segment_samples:
-                raise ValueError(f"AudioConfig.n_fft={self.n_fft} must be even and below 2 x segment length "
-                                 f"for framing='clip'")
-
-    @property
-    def segment_samples(self) -> int:
-        return int(round(self.segment_seconds * self.sample_rate))
-
-    @property
-    def hop_samples(self) -> int:
-        return int(round(self.hop_seconds * self.sample_rate))
-
-    @property
-    def n_frames(self) -> int:
-        """Log-mel frames per segment (centred STFT)."""
-        return self.segment_samples // self.hop_length + 1
-
-    @property
-    def context(self) -> int:
-        """Samples each streamed window carries on either side of its segment (n_fft // 2 for clip framing)."""
-        return self.n_fft // 2 if self.framing == "clip" else 0
-
-    def to_dict(self) -> dict:
-        """All fields; framing only when it is "clip", so that configs with per-segment framing are
-        written exactly as before framing existed (same config.json, cache key and run names)."""
-        d = dataclasses.asdict(self)
-        if d["framing"] == "segment":
-            del d["framing"]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AudioConfig":
-        """The inverse of to_dict; a dict without `framing` means framing="segment"."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown AudioConfig fields: {sorted(unknown)} (known: {sorted(names)})")
-        return cls(**d)
-
-    def key(self) -> str:
-        """A short stable hash of the settings and FEATURES_VERSION, used in cache keys."""
-        blob = json.dumps({"audio": self.to_dict(), "features_version": FEATURES_VERSION}, sort_keys=True).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
-
-
-FRAMINGS = ("clip", "segment")
+from .config import AudioConfig
+from .errors import DataError
 
 
 def check_wav_size(path: Path) -> None:

@@ -7,7 +7,7 @@ import sys
 
 def _make_data(args) -> int:
     from .paths import resolve
-    from .synth import POOL_SPLITS, make_default_dataset
+    from .builders.synth import POOL_SPLITS, make_default_dataset
 
     out = make_default_dataset(resolve(args.out), n_clips=args.n_clips, seed=args.seed)
     print(f"default dataset: {out}")
@@ -19,7 +19,8 @@ def _make_data(args) -> int:
 
 
 def _make_real_data(args) -> int:
-    from .corpus import CorpusError, build_real_corpus
+    from .builders.corpus import build_real_corpus
+    from .errors import CorpusError
     from .paths import resolve
 
     try:
@@ -54,7 +55,7 @@ def _run_notebooks(args) -> int:
 
 
 def _predict(args) -> int:
-    from .predict import predict_paths, summarize, write_predictions
+    from .inference.predict import predict_paths, summarize, write_predictions
 
     try:
         clips, segments = predict_paths(args.run_dir, args.paths, batch_size=args.batch_size,
@@ -74,7 +75,7 @@ def _export(args) -> int:
 
     import torch
 
-    from .predict import export_torchscript
+    from .inference.export import export_torchscript
 
     try:
         out = export_torchscript(args.run_dir, args.out)

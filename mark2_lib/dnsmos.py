@@ -26,7 +26,9 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_text
-from .audio import AudioConfig, DataError, load_audio, segment_waveform
+from .audio import load_audio, segment_waveform
+from .config import AudioConfig
+from .errors import DataError
 from .data import Manifest, file_sha1, write_soft_labels
 from .metrics import expected_calibration_error
 

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .audio import AudioConfig
+from .config import RUNTIME_FIELDS, AudioConfig, ModelConfig, TrainConfig
 from .data import Manifest, SoftLabels
 from .evaluate import mean_std_table, predict_features
 from .metrics import classification_metrics
-from .models import ModelConfig, load_classifier
-from .train import RUNTIME_FIELDS, TrainConfig, train_run
+from .models import load_classifier
+from .train import train_run
 
 
 def run_name(prefix: str, cfg: TrainConfig, audio: AudioConfig, model_cfg: ModelConfig, data_key: str) -> str:

@@ -17,7 +17,17 @@ import torch.nn.functional as F
 PROB_SUM_TOL = 1e-3  # how far a teacher probability row may sum from 1
 
 
-def _check_temperature(temperature) -> float:
+def check_alpha(alpha) -> float:
+    """alpha as a float, or ValueError unless it is a real number in [0, 1]."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise ValueError(f"alpha must be a real number in [0, 1], got {alpha!r}")
+    if not (0.0 <= float(alpha) <= 1.0):  # also rejects NaN
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+
+def check_temperature(temperature) -> float:
+    """temperature as a float, or ValueError unless it is finite and > 0."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise ValueError(f"temperature must be a real number, got {temperature!r}")
     t = float(temperature)
@@ -41,7 +51,7 @@ def temper(probs: torch.Tensor, temperature: float, eps: float = 1e-6) -> torch.
     Zeros are clamped to `eps` before the log, so exact 0/1 inputs stay finite.
     T = 1 returns `probs` (up to the clamp); T -> inf tends to uniform.
     """
-    t, e = _check_temperature(temperature), _check_eps(eps)
+    t, e = check_temperature(temperature), _check_eps(eps)
     if not torch.is_tensor(probs) or not probs.is_floating_point():
         raise ValueError("probs must be a floating-point tensor")
     return torch.softmax(torch.log(probs.clamp_min(e)) / t, dim=-1)
@@ -68,12 +78,8 @@ class DistillationLoss(nn.Module):
     def __init__(self, alpha: float = 0.7, temperature: float = 4.0,
                  class_weights: torch.Tensor | None = None, eps: float = 1e-6):
         super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-            raise ValueError(f"alpha must be a real number in [0, 1], got {alpha!r}")
-        if not (0.0 <= float(alpha) <= 1.0):  # also rejects NaN
-            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-        self.alpha = float(alpha)
-        self.temperature = _check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+        self.temperature = check_temperature(temperature)
         self.eps = _check_eps(eps)
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights)

@@ -10,135 +10,15 @@ so inference runs one op where training runs two.
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .audio import AudioConfig, LogMel
+from .audio import LogMel
+from .config import AudioConfig, ModelConfig, audio_config, model_config
 
-POOLINGS = ("mean", "max", "attention")
 STD_EPS = 1e-5  # added to the variance under stats pooling's square root
-
-
-@dataclass
-class ModelConfig:
-    """Architecture hyperparameters; saved in every run's config.json."""
-
-    stem_channels: int = 16                 # channels of the strided first conv
-    channels: tuple = (24, 32, 48)          # one stage per entry, each halves time and frequency
-    blocks_per_stage: int = 1               # depthwise-separable blocks per stage
-    head_hidden: int = 32                   # hidden units of the head MLP
-    dropout: float = 0.1                    # dropout before the last layer of the head
-    pooling: str = "mean"                   # how segment logits combine: mean | max | attention
-    n_classes: int = 2                      # clean, noise
-    level_norm: bool = True                 # subtract each segment's mean log-mel level first (level invariance)
-    stats_pooling: bool = True              # the encoder summarises its map by mean and std (else mean only)
-
-    def __post_init__(self):
-        self.channels = tuple(int(c) for c in self.channels)
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling={self.pooling!r}; expected one of {POOLINGS}")
-        if self.blocks_per_stage < 1 or not self.channels or min(self.channels) < 1:
-            raise ValueError("channels must be positive and blocks_per_stage >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
-
-    def to_dict(self) -> dict:
-        """All fields, except those added later while they hold the value runs had before them: a model
-        without level norm or stats pooling (the teacher) is written exactly as before they existed
-        (same config.json and run names, so earlier runs resume and are reused)."""
-        d = dataclasses.asdict(self)
-        d["channels"] = list(self.channels)
-        return {k: v for k, v in d.items() if not (k in LEGACY_MODEL_FIELDS and v == LEGACY_MODEL_FIELDS[k])}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        """The inverse of to_dict: a field added later and missing from `d` takes the value runs had before it."""
-        return cls(**{**LEGACY_MODEL_FIELDS, **d})
-
-
-# Fields added after runs were saved, and the value a config.json without them was trained with.
-LEGACY_MODEL_FIELDS = {"level_norm": False, "stats_pooling": False}
-
-
-SIZES = {
-    "student": ModelConfig(),
-    "teacher": ModelConfig(stem_channels=48, channels=(96, 160, 256), blocks_per_stage=2,
-                           head_hidden=128, dropout=0.2, level_norm=False, stats_pooling=False),
-}
-
-
-# Front end per size. The teacher keeps the rich 64-band features it was trained on (32 ms
-# windows every 20 ms, each segment framed on its own). The student reads 32 bands of short
-# frames, a 16 ms window every 25 ms (n_fft = win_length = 256, hop_length = 400, 41 frames per
-# segment), framed once per clip (`AudioConfig.framing`): the STFT reads 64 % of the samples once
-# instead of every sample 3.2 times, and a segment holds 2.5x fewer values. (25 ms windows, every
-# sample read: the same macro-F1 within 0.1 point, 1.3x slower end to end; see the README.)
-# Segment length and hop are the same, so the teacher's per-segment soft labels line up with the
-# student's segments.
-AUDIO_SIZES = {
-    "student": AudioConfig(n_fft=256, win_length=256, hop_length=400, n_mels=32, framing="clip"),
-    "teacher": AudioConfig(),
-}
-
-
-def audio_config(size: str = "student", **overrides) -> AudioConfig:
-    """The front end of the named size ("student" or "teacher") with any field overridden."""
-    if size not in AUDIO_SIZES:
-        raise ValueError(f"size={size!r}; expected one of {sorted(AUDIO_SIZES)}")
-    return dataclasses.replace(AUDIO_SIZES[size], **overrides)
-
-
-def model_config(size: str = "student", **overrides) -> ModelConfig:
-    """The named size ("student" or "teacher") with any field overridden."""
-    if size not in SIZES:
-        raise ValueError(f"size={size!r}; expected one of {sorted(SIZES)}")
-    return dataclasses.replace(SIZES[size], **overrides)
-
-
-def configure(size: str = "student", changes="", **fields) -> tuple[ModelConfig, AudioConfig]:
-    """The named size's ModelConfig and front end (AudioConfig), with `fields` and then `changes` applied.
-
-    `changes`: "FIELD=VALUE ..." text (space-separated) or a list of such items, each naming a field of
-    either config, its value read as that field's type: "channels=32,48,64", "n_mels=48", "pooling=max".
-    Notebooks and benchmarks take it as text, so a student's size and front end are one parameter.
-    """
-    base = {"model": model_config(size), "audio": audio_config(size)}
-    out = {"model": {}, "audio": {}}
-    items = changes.split() if isinstance(changes, str) else list(changes)
-    for name, value in [*fields.items(), *(item.partition("=")[::2] for item in items)]:
-        where = [k for k, cfg in base.items() if name in {f.name for f in dataclasses.fields(cfg)}]
-        if not where:
-            known = sorted(f.name for cfg in base.values() for f in dataclasses.fields(cfg))
-            raise ValueError(f"{name}={value!r}: expected FIELD=VALUE with FIELD one of {', '.join(known)}")
-        default = getattr(base[where[0]], name)
-        out[where[0]][name] = _parse_field(name, value, default) if isinstance(value, str) else value
-    return model_config(size, **out["model"]), audio_config(size, **out["audio"])
-
-
-def _parse_field(name: str, text: str, default):
-    """Text as the type of the field's default: a tuple of ints ("32,48,64"), a bool (true/false), an int,
-    a float or text."""
-    if isinstance(default, bool):
-        value = {"1": True, "true": True, "yes": True, "on": True,
-                 "0": False, "false": False, "no": False, "off": False}.get(text.lower())
-        if value is None:
-            raise ValueError(f"{name}={text!r}: expected true or false (default {default!r})")
-        return value
-    try:
-        if isinstance(default, tuple):
-            return tuple(int(v) for v in text.split(","))
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-    except ValueError:
-        kind = "whole numbers separated by commas" if isinstance(default, tuple) else type(default).__name__
-        raise ValueError(f"{name}={text!r}: expected {kind} (default {default!r})") from None
-    return text
 
 
 def fold_batchnorm(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, mean: torch.Tensor,

@@ -17,13 +17,15 @@ import torch
 from scipy.optimize import minimize_scalar
 from tqdm.auto import tqdm
 
-from .audio import AudioConfig, DataError, load_audio, segment_waveform
+from .audio import load_audio, segment_waveform
+from .config import AudioConfig, ModelConfig, TrainConfig, model_config
+from .errors import DataError
 from .data import (FeatureCache, Manifest, SoftLabels, file_sha1, load_labels, load_soft_labels,
                    write_soft_labels)
 from .evaluate import metrics_table, predict_features
 from .metrics import expected_calibration_error
-from .models import ModelConfig, load_classifier, model_config
-from .train import TrainConfig, train_run
+from .models import load_classifier
+from .train import train_run
 
 DEFAULT_TEACHER_NAME = "mark2-teacher"
 CHANCE_MARGIN = 0.1  # a teacher whose macro-F1 or ROC-AUC is within this of chance gets a warning

@@ -9,12 +9,9 @@ the epoch at which a run fails, are always drawn.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
-import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,71 +22,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .atomic import atomic_save, atomic_write_text
-from .audio import AudioConfig
+from .config import RUNTIME_FIELDS, AudioConfig, ModelConfig, TrainConfig
 from .data import ClipDataset, collate_clips
 from .early_stopping import EarlyStopping
 from .losses import DistillationLoss
 from .metrics import classification_metrics
-from .models import ClipClassifier, ModelConfig
-
-__all__ = ["TrainConfig", "Trainer", "EarlyStopping", "seed_everything", "atomic_save", "atomic_write_text"]
-
-
-@dataclass
-class TrainConfig:
-    """Training hyperparameters; every field lands in config.json."""
-
-    alpha: float = 0.7            # weight of the soft (KD) term; 0 = hard labels only
-    temperature: float = 4.0      # distillation temperature T
-    epochs: int = 30              # maximum epochs
-    patience: int = 6             # early stopping: epochs without improvement
-    min_delta: float = 0.0        # early stopping: smallest improvement that counts
-    lr: float = 2e-2              # AdamW learning rate (best val loss of KD and hard-only students, default data)
-    weight_decay: float = 1e-2    # AdamW weight decay
-    batch_size: int = 64          # clips per batch
-    lr_factor: float = 0.5        # ReduceLROnPlateau factor
-    lr_patience: int = 2          # ReduceLROnPlateau patience (epochs)
-    seed: int = 0                 # seeds python, numpy and torch
-    class_weights: list | None = None  # optional CE weights [clean, noise] for the hard term
-    random_segment: bool = False  # train on one random segment per clip each step (faster; augmentation)
-    freq_mask: int = 0            # SpecAugment in training: mask up to this many mel bands per segment (0 = off)
-    time_mask: int = 0            # SpecAugment in training: mask up to this many frames per segment (0 = off)
-    soft_target: str = "segment"  # KD target: "segment" labels on each segment's logits, or "clip" on clip logits
-    device: str = "auto"          # "auto" = cuda if available, else cpu
-    amp: bool = False             # bfloat16 autocast on CUDA
-    num_workers: int = 0          # DataLoader workers
-    progress: bool = True         # tqdm bars for epochs and batches
-    curves_budget: float = 0.05   # share of training time loss_curves.png may take (1 = redraw every epoch)
-
-    def __post_init__(self):
-        DistillationLoss(self.alpha, self.temperature)  # validates alpha and temperature
-        for name in ("freq_mask", "time_mask"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = no masking)")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.patience < 0 or self.lr_patience < 0:
-            raise ValueError("patience and lr_patience must be >= 0")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr={self.lr} must be a positive number")
-        if not 0 < self.curves_budget <= 1:
-            raise ValueError(f"curves_budget={self.curves_budget} must be in (0, 1]")
-        if self.soft_target not in ("clip", "segment"):
-            raise ValueError(f"soft_target={self.soft_target!r}: expected 'clip' or 'segment'")
-        if not 0 < self.lr_factor < 1:
-            raise ValueError(f"lr_factor={self.lr_factor} must be in (0, 1)")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
+from .models import ClipClassifier
 
 # What a first loss_curves.png redraw is assumed to cost before one has been timed (seconds).
 FIRST_DRAW_GUESS_S = 0.15
-
-# Settings that do not change the result; a resumed run may differ in these.
-RUNTIME_FIELDS = ("device", "amp", "num_workers", "progress", "curves_budget")
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -356,8 +297,6 @@ def train_run(run_dir, manifest, features: dict, soft_labels, cfg: TrainConfig, 
     Soft labels are restricted to train and val clips first, so a test clip's teacher
     label can never reach training.
     """
-    from .models import ClipClassifier
-
     seed_everything(cfg.seed)
     model = ClipClassifier(audio, model_cfg)
     train_m, val_m = manifest.split("train"), manifest.split("val")

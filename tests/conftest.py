@@ -17,8 +17,8 @@ def tiny_data(tmp_path_factory):
 
     The data folder is `manifest.root`; the feature cache is `manifest.root.parent / "cache"`.
     """
-    from mark2_lib import synth
-    from mark2_lib.audio import AudioConfig
+    from mark2_lib.builders import synth
+    from mark2_lib.config import AudioConfig
     from mark2_lib.data import FeatureCache, load_labels
 
     root = tmp_path_factory.mktemp("tiny_data")

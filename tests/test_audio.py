@@ -7,11 +7,12 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mark2_lib import audio
-from mark2_lib.audio import AudioConfig, DataError
-from mark2_lib.models import audio_config
+from mark2_lib import audio, config
+from mark2_lib.config import AudioConfig, audio_config
+from mark2_lib.errors import DataError
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -279,7 +280,7 @@ def test_data_error_is_value_error():
 
 
 # LogMel's output for `_golden_signal()` with each size's front end (rounded to 0.01 dB). If this test
-# fails after a deliberate change to the front end, bump audio.FEATURES_VERSION, so that feature
+# fails after a deliberate change to the front end, bump config.FEATURES_VERSION, so that feature
 # caches and runs made by the old code are not reused, and write the new values here.
 FEATURES_GOLDEN = {
     "student": (  # per-band means, then per-frame means, dB
@@ -315,13 +316,13 @@ def _golden_signal() -> torch.Tensor:
 def test_front_end_output_matches_features_version(size):
     f = audio.clip_features(_golden_signal(), audio_config(size)).double()
     bands, frames = FEATURES_GOLDEN[size]
-    message = (f"the {size} front end's output changed; if that is intended, bump audio.FEATURES_VERSION "
-               f"(now {audio.FEATURES_VERSION}) and update FEATURES_GOLDEN")
+    message = (f"the {size} front end's output changed; if that is intended, bump config.FEATURES_VERSION "
+               f"(now {config.FEATURES_VERSION}) and update FEATURES_GOLDEN")
     np.testing.assert_allclose(f.mean(dim=(0, 2)).numpy(), bands, rtol=0, atol=0.011, err_msg=message)
     np.testing.assert_allclose(f.mean(dim=(0, 1)).numpy(), frames, rtol=0, atol=0.011, err_msg=message)
 
 
 def test_cache_key_follows_features_version(monkeypatch):
     key = AudioConfig().key()
-    monkeypatch.setattr(audio, "FEATURES_VERSION", audio.FEATURES_VERSION + 1)
+    monkeypatch.setattr(config, "FEATURES_VERSION", config.FEATURES_VERSION + 1)
     assert AudioConfig().key() != key

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from lab_server import CHROMIUM_ARGS, LabServer, chromium_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # about 1.5 min: out of `make test-fast`
@@ -60,7 +59,7 @@ def make_workspace(root: Path) -> Path:
     """Tiny data with soft labels plus notebook 04 with small parameters injected (not executed)."""
     import papermill as pm
 
-    from mark2_lib import synth
+    from mark2_lib.builders import synth
     from mark2_lib.data import write_soft_labels
 
     data = synth.make_default_dataset(root / "data", n_clips=48, seed=7, progress=False)

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from mark2_lib import audio, data
-from mark2_lib.audio import AudioConfig
+from mark2_lib import audio, data, errors
+from mark2_lib.config import AudioConfig
 from mark2_lib.data import DataError
 
 CFG = AudioConfig()
@@ -67,7 +67,7 @@ def test_parse_label_unknown(text):
 
 
 def test_reexported_error():
-    assert data.DataError is audio.DataError
+    assert data.DataError is errors.DataError
 
 
 def test_load_labels_basic(folder):
@@ -511,7 +511,7 @@ def test_segment_label_past_the_clip_end(dataset, tmp_path):
 # ----------------------------------------------------------------------------- synth round trip
 
 def test_synth_dataset_round_trips(tmp_path):
-    from mark2_lib import synth
+    from mark2_lib.builders import synth
     out = synth.make_default_dataset(tmp_path / "synth", n_clips=30, seed=3, progress=False)
     with open(out / "labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -9,9 +9,12 @@ import soundfile as sf
 pytest.importorskip("onnxruntime", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
 pytest.importorskip("speechmos", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
 
-from mark2_lib import dnsmos, signals, synth  # noqa: E402
-from mark2_lib.audio import AudioConfig, DataError, n_segments  # noqa: E402
+from mark2_lib import dnsmos  # noqa: E402
+from mark2_lib.audio import n_segments  # noqa: E402
+from mark2_lib.builders import signals, synth  # noqa: E402
+from mark2_lib.config import AudioConfig  # noqa: E402
 from mark2_lib.data import load_labels, load_soft_labels  # noqa: E402
+from mark2_lib.errors import DataError  # noqa: E402
 
 SR = 16000
 

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from mark2_lib.data import Manifest
-from mark2_lib.evaluate import (breakdown, gap_recovery, join_clips, mean_std_table, realtime_factors, speed_audio,
-                                speed_table)
+from mark2_lib.evaluate import (
+    breakdown,
+    gap_recovery,
+    join_clips,
+    mean_std_table,
+    realtime_factors,
+    speed_audio,
+    speed_table,
+)
 from mark2_lib.metrics import ece_floor, expected_calibration_error
 from mark2_lib.models import WaveformClassifier, build_model
 

@@ -1,4 +1,4 @@
-"""Tests for synth.make_mixture_dataset: SNR accuracy, determinism, speaker-disjoint splits, bad input."""
+"""Tests for mixtures.make_mixture_dataset: SNR accuracy, determinism, speaker-disjoint splits, bad input."""
 import csv
 import math
 from pathlib import Path
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mark2_lib import mixtures, synth
+from mark2_lib.builders import mixtures, synth
+from mark2_lib.errors import CorpusError
 
 SR = 16000
 
@@ -41,7 +42,7 @@ def test_snr_of_written_mixtures_is_within_half_a_db(tmp_path):
     # on FFT bins, so the SNR can be read back from the written 16-bit WAVs.
     clean = [tone(tmp_path / f"c{k}.wav", 440) for k in range(3)]
     noise = {tone(tmp_path / "n.wav", 3000): "white"}
-    out = synth.make_mixture_dataset(clean, noise, tmp_path / "mix", snr_range=(-5, 30), seed=3, n_clips=40,
+    out = mixtures.make_mixture_dataset(clean, noise, tmp_path / "mix", snr_range=(-5, 30), seed=3, n_clips=40,
                                      clip_seconds=1.0, synthetic_noises=(), babble=False, progress=False)
     checked = 0
     for row in read_rows(out / "truth.csv"):
@@ -61,23 +62,23 @@ def test_snr_of_written_mixtures_is_within_half_a_db(tmp_path):
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, sources):
     clean, speakers, noise = sources
     kw = dict(n_clips=30, clip_seconds=1.0, speakers=speakers, progress=False)
-    a = synth.make_mixture_dataset(clean, noise, tmp_path / "a", seed=5, **kw)
-    b = synth.make_mixture_dataset(list(reversed(clean)), dict(reversed(list(noise.items()))), tmp_path / "b",
+    a = mixtures.make_mixture_dataset(clean, noise, tmp_path / "a", seed=5, **kw)
+    b = mixtures.make_mixture_dataset(list(reversed(clean)), dict(reversed(list(noise.items()))), tmp_path / "b",
                                    seed=5, **{**kw, "speakers": list(reversed(speakers))})
-    c = synth.make_mixture_dataset(clean, noise, tmp_path / "c", seed=6, **kw)
+    c = mixtures.make_mixture_dataset(clean, noise, tmp_path / "c", seed=6, **kw)
     for name in ("labels.csv", "truth.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     wavs = lambda d: {p.name: p.read_bytes() for p in sorted((d / "audio").glob("*.wav"))}  # noqa: E731
     assert wavs(a) == wavs(b) and len(wavs(a)) == 30
     assert wavs(a) != {k.replace("m6", "m5"): v for k, v in wavs(c).items()}
     before = {p: p.stat().st_mtime_ns for p in (a / "audio").iterdir()}
-    synth.make_mixture_dataset(clean, noise, a, seed=5, **kw)  # complete build: nothing rewritten
+    mixtures.make_mixture_dataset(clean, noise, a, seed=5, **kw)  # complete build: nothing rewritten
     assert before == {p: p.stat().st_mtime_ns for p in (a / "audio").iterdir()}
 
 
 def test_splits_are_speaker_disjoint_including_babble(tmp_path, sources):
     clean, speakers, noise = sources
-    out = synth.make_mixture_dataset(clean, noise, tmp_path / "mix", seed=1, n_clips=80, clip_seconds=1.0,
+    out = mixtures.make_mixture_dataset(clean, noise, tmp_path / "mix", seed=1, n_clips=80, clip_seconds=1.0,
                                      speakers=speakers, progress=False)
     rows = read_rows(out / "truth.csv")
     labels = {r["clip_id"]: r for r in read_rows(out / "labels.csv")}
@@ -102,7 +103,7 @@ def test_splits_are_speaker_disjoint_including_babble(tmp_path, sources):
 
 def test_without_speakers_each_file_is_its_own_group(tmp_path, sources):
     clean, _, noise = sources
-    out = synth.make_mixture_dataset(clean, noise, tmp_path / "mix", seed=2, n_clips=40, clip_seconds=1.0,
+    out = mixtures.make_mixture_dataset(clean, noise, tmp_path / "mix", seed=2, n_clips=40, clip_seconds=1.0,
                                      progress=False)
     split_of = {}
     for r in read_rows(out / "truth.csv"):
@@ -116,20 +117,20 @@ def test_bad_input_is_refused(tmp_path, sources):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="did not make"):
-        synth.make_mixture_dataset(clean, noise, foreign, n_clips=4, progress=False)
+        mixtures.make_mixture_dataset(clean, noise, foreign, n_clips=4, progress=False)
     with pytest.raises(ValueError, match="unknown noise class"):
-        synth.make_mixture_dataset(clean, {clean[0]: "thunder"}, tmp_path / "x", n_clips=4, progress=False)
+        mixtures.make_mixture_dataset(clean, {clean[0]: "thunder"}, tmp_path / "x", n_clips=4, progress=False)
     with pytest.raises(ValueError, match="at least 3 speakers"):
-        synth.make_mixture_dataset(clean, noise, tmp_path / "y", speakers=["a", "b"] * 6, n_clips=4, progress=False)
+        mixtures.make_mixture_dataset(clean, noise, tmp_path / "y", speakers=["a", "b"] * 6, n_clips=4, progress=False)
     empty = [tmp_path / f"empty{k}.wav" for k in range(3)]
     for e in empty:
         e.write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\d\.wav: not readable audio"):
-        synth.make_mixture_dataset(empty, noise, tmp_path / "z", n_clips=4, progress=False)
+        mixtures.make_mixture_dataset(empty, noise, tmp_path / "z", n_clips=4, progress=False)
 
 
 def test_corpus_speaker_rules_and_licences(tmp_path):
-    from mark2_lib import corpus
+    from mark2_lib.builders import corpus
 
     assert corpus.speaker_of("klettres-data", Path("usr/share/klettres/pt_BR/syllab/fi.ogg")) == "klettres/pt_BR"
     assert corpus.speaker_of("kajongg", Path("usr/share/kajongg/voices/de/male1/b1.ogg")) == "kajongg/male1"
@@ -154,8 +155,8 @@ def test_corpus_speaker_rules_and_licences(tmp_path):
 
 
 def test_corpus_without_apt_gives_a_clear_error(tmp_path, monkeypatch):
-    from mark2_lib import corpus
+    from mark2_lib.builders import corpus
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get on PATH
-    with pytest.raises(corpus.CorpusError, match="apt-get.*not found"):
+    with pytest.raises(CorpusError, match="apt-get.*not found"):
         corpus.fetch_packages(tmp_path / "pkgs", packages=["kajongg"], progress=False)

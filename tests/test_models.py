@@ -5,10 +5,23 @@ import pytest
 import torch
 
 from mark2_lib import audio
-from mark2_lib.audio import AudioConfig
-from mark2_lib.models import (POOLINGS, ClipClassifier, ModelConfig, WaveformClassifier, audio_config,
-                              build_model, configure, count_parameters, load_classifier, macs_per_second,
-                              STD_EPS, model_config)
+from mark2_lib.config import (
+    POOLINGS,
+    AudioConfig,
+    ModelConfig,
+    audio_config,
+    configure,
+    model_config,
+)
+from mark2_lib.models import (
+    STD_EPS,
+    ClipClassifier,
+    WaveformClassifier,
+    build_model,
+    count_parameters,
+    load_classifier,
+    macs_per_second,
+)
 
 AUDIO = AudioConfig()  # segment framing, 64 bands (the teacher's front end)
 CLIP_AUDIO = audio_config("student")  # clip framing, 32 bands

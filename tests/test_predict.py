@@ -1,22 +1,23 @@
-"""Tests for mark2_lib.predict (with mark2_lib.stream) and the `predict` / `export` commands: CSV layout, error rows,
+"""Tests for mark2_lib.inference.predict (with mark2_lib.inference.stream) and the `predict` / `export` commands: CSV layout, error rows,
 folder recursion, segment times, streaming == whole-file scoring, resampling, TorchScript export."""
 import json
 import subprocess
 import sys
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 import pandas as pd
 import pytest
 import soundfile as sf
 import torch
 import torch.nn as nn
+from numpy.lib.stride_tricks import sliding_window_view
 
-from mark2_lib import audio, predict, stream
-from mark2_lib.audio import AudioConfig
+from mark2_lib import audio
+from mark2_lib.builders.synth import make_default_dataset
 from mark2_lib.cli import main
-from mark2_lib.models import ClipClassifier, audio_config, load_classifier, model_config
-from mark2_lib.synth import make_default_dataset
+from mark2_lib.config import AudioConfig, audio_config, model_config
+from mark2_lib.inference import predict, stream
+from mark2_lib.models import ClipClassifier, load_classifier
 
 CFG = audio_config("student")  # clip framing
 LEGACY = AudioConfig()         # segment framing, as runs saved before framing existed

@@ -1,4 +1,4 @@
-"""Tests for mark2_lib.synth: determinism, SNR mixing, CSV contracts, annotator, WAVs, idempotence."""
+"""Tests for mark2_lib.builders.synth: determinism, SNR mixing, CSV contracts, annotator, WAVs, idempotence."""
 import csv
 import json
 import math
@@ -10,8 +10,8 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mark2_lib import signals, synth
 from mark2_lib.audio import load_audio
+from mark2_lib.builders import signals, synth
 
 SR = 16000
 LABELS_COLUMNS = ["clip_id", "path", "label", "split"]

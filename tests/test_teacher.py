@@ -8,15 +8,23 @@ import pandas as pd
 import pytest
 import torch
 
-from mark2_lib import synth
-from mark2_lib.audio import DataError
+from mark2_lib.builders import synth
+from mark2_lib.config import ModelConfig, TrainConfig
 from mark2_lib.data import file_sha1, load_labels, load_soft_labels, write_soft_labels
+from mark2_lib.errors import DataError
 from mark2_lib.evaluate import predict_features
-from mark2_lib.models import ModelConfig, load_classifier
-from mark2_lib.predict import export_torchscript
-from mark2_lib.teacher import (check_disjoint, fit_temperature, import_soft_labels, pretrain_teacher,
-                               teacher_from_torchscript, teacher_report, write_teacher_soft_labels)
-from mark2_lib.train import TrainConfig, train_run
+from mark2_lib.inference.export import export_torchscript
+from mark2_lib.models import load_classifier
+from mark2_lib.teacher import (
+    check_disjoint,
+    fit_temperature,
+    import_soft_labels,
+    pretrain_teacher,
+    teacher_from_torchscript,
+    teacher_report,
+    write_teacher_soft_labels,
+)
+from mark2_lib.train import train_run
 
 TINY_TEACHER = ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16)
 

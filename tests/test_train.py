@@ -23,11 +23,18 @@ import torch
 
 import mark2_lib
 from mark2_lib import train as train_mod
-from mark2_lib.audio import AudioConfig
-from mark2_lib.data import ClipDataset, Manifest, SoftLabels, collate_clips, load_soft_labels, write_soft_labels
+from mark2_lib.config import AudioConfig, ModelConfig, TrainConfig, model_config
+from mark2_lib.data import (
+    ClipDataset,
+    Manifest,
+    SoftLabels,
+    collate_clips,
+    load_soft_labels,
+    write_soft_labels,
+)
 from mark2_lib.losses import DistillationLoss
-from mark2_lib.models import ClipClassifier, ModelConfig, model_config
-from mark2_lib.train import TrainConfig, train_run
+from mark2_lib.models import ClipClassifier
+from mark2_lib.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # The shared reference run: tiny model, KD with soft labels, dropout and random segments (both use
@@ -249,9 +256,8 @@ DRIVER = textwrap.dedent('''
     import torch
     torch.set_num_threads(args["threads"])
     import mark2_lib.train as T
-    from mark2_lib.audio import AudioConfig
+    from mark2_lib.config import AudioConfig, ModelConfig, TrainConfig
     from mark2_lib.data import FeatureCache, load_labels, load_soft_labels
-    from mark2_lib.models import ModelConfig
     if args["slow"]:
         real_collate = T.collate_clips
         T.collate_clips = lambda batch: (time.sleep(0.05), real_collate(batch))[1]
@@ -259,7 +265,7 @@ DRIVER = textwrap.dedent('''
     manifest = load_labels(args["labels"], sample_rate=audio_cfg.sample_rate)
     features = FeatureCache(args["cache"], audio_cfg).features(manifest, progress=False)
     soft = load_soft_labels(args["soft"], manifest)
-    T.train_run(args["run_dir"], manifest, features, soft, T.TrainConfig(**args["train"]), audio_cfg,
+    T.train_run(args["run_dir"], manifest, features, soft, TrainConfig(**args["train"]), audio_cfg,
                 ModelConfig.from_dict(args["model"]), resume=True)
 ''')
 

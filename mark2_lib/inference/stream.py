@@ -13,7 +13,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from .audio import AudioConfig, DataError, check_wav_size, n_segments, require_file
+from ..audio import check_wav_size, n_segments, require_file
+from ..config import AudioConfig
+from ..errors import DataError
 
 BLOCK_FRAMES = 1 << 20  # frames read per block (about a minute at 16 kHz)
 

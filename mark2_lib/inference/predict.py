@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +23,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
-from .audio import AudioConfig, DataError, segment_times
-from .models import WaveformClassifier, load_classifier
+from ..atomic import atomic_write
+from ..audio import segment_times
+from ..config import AudioConfig
+from ..errors import DataError
+from ..models import WaveformClassifier, load_classifier
 from .stream import BLOCK_FRAMES, stream_stretches
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
@@ -236,29 +237,3 @@ def summarize(clips: pd.DataFrame, max_errors: int = 10) -> str:
     if len(failed) > max_errors:
         lines.append(f"  ... and {len(failed) - max_errors} more (see the error column)")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- export
-
-
-def export_torchscript(run_dir, out_path) -> Path:
-    """Script a run's WaveformClassifier (front end included) and save it atomically to `out_path`.
-
-    The module takes a waveform batch `[B, samples]` at `module.sample_rate` Hz and returns
-    clip logits `[B, 2]` (index 1 = noise); `segment_and_clip_logits` also gives segment logits.
-    The run's config.json travels inside the file as the extra file "config.json".
-    """
-    run_dir = Path(run_dir)
-    model = load_classifier(run_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation notice
-        scripted = torch.jit.script(model)
-    wave = torch.randn(2, int(model.sample_rate * 2.3), generator=torch.Generator().manual_seed(0)) * 0.1
-    with torch.no_grad():
-        diff = (scripted(wave) - model(wave)).abs().max().item()
-    if not diff <= 1e-5:
-        raise RuntimeError(f"the scripted model differs from the eager one by {diff:g} on a test waveform")
-    extra = {"config.json": (run_dir / "config.json").read_text()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return atomic_write(out_path, lambda f: torch.jit.save(scripted, f, _extra_files=extra))

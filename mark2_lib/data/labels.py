@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from . import audio
-from .audio import DataError
+from .. import audio
+from ..errors import DataError
 
 __all__ = ["DataError", "LABELS", "SPLITS", "parse_label", "check_audio_file", "Manifest", "load_labels"]
 

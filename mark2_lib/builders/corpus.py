@@ -12,7 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .synth import make_mixture_dataset
+from ..errors import CorpusError
+from .mixtures import make_mixture_dataset
 
 CLEAN_PACKAGES = ("klettres-data", "fillets-ng-data-cs", "kajongg")
 NOISE_PACKAGE = "sonic-pi-samples"
@@ -25,10 +26,6 @@ NOISE_SAMPLES = {
 }
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav")
 _STAMP = ".extracted"
-
-
-class CorpusError(RuntimeError):
-    """The corpus cannot be built here (no apt, a package missing from the lists, nothing found)."""
 
 
 def _run(cmd: list[str], cwd: Path) -> str:

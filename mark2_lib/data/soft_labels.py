@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .audio import DataError
+from ..atomic import atomic_write
+from ..errors import DataError
 from .labels import Manifest, _Problems, _read_csv
 
 __all__ = ["SoftLabels", "load_soft_labels", "write_soft_labels"]

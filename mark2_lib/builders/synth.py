@@ -245,10 +245,3 @@ def ensure_dataset(data_dir, n_clips: int = 3000, seed: int = 0, progress: bool 
     if not d.exists() or not any(d.iterdir()) or (d / MARKER).exists():
         make_default_dataset(d, n_clips=n_clips, seed=seed, progress=progress, splits=splits)
     return d
-
-
-def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_DB, seed: int = 0, **kwargs) -> Path:
-    """Mix clean recordings with noise recordings at drawn SNRs; see `mixtures.make_mixture_dataset`."""
-    from .mixtures import make_mixture_dataset as build
-
-    return build(clean_files, noise_files, out_dir, snr_range=snr_range, seed=seed, **kwargs)

@@ -145,7 +145,7 @@ def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MIXTURE_MARKER).exists():
         raise ValueError(f"{out_dir} holds files that make_mixture_dataset did not make; choose a new or empty folder")
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
-    (out_dir / MIXTURE_MARKER).write_text("made by mark2_lib.synth.make_mixture_dataset; safe to regenerate\n")
+    (out_dir / MIXTURE_MARKER).write_text("made by mark2_lib.builders.mixtures.make_mixture_dataset; safe to regenerate\n")
     (out_dir / "mixture.json").unlink(missing_ok=True)
     split_of = split_groups(speakers, seed)
     by_speaker: dict[str, list] = {}

@@ -1,0 +1,1 @@
+"""Inference: stream long recordings (stream.py), classify files and folders (predict.py), export (export.py)."""
