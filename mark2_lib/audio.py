@@ -53,11 +53,11 @@ def require_file(path: Path) -> None:
         raise DataError(f"{path}: file is empty (0 bytes)")
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
-    """Read a file with soundfile, mix to mono, resample; returns 1-D float32 audio.
+def read_audio(path: str | Path, dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """Decode a whole file with soundfile and mix it to mono: (1-D `dtype` samples, sample rate).
 
-    Raises DataError naming the file when it is missing, empty, truncated, not audio,
-    or holds NaN/inf samples.
+    Shared by `load_audio` and the mixture builder. Raises DataError naming the file when it is
+    missing, empty, truncated, not audio, or holds 0 samples or NaN/inf samples.
     """
     path = Path(path)
     require_file(path)
@@ -65,7 +65,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
         info = sf.info(str(path))
         if info.format in ("WAV", "WAVEX"):
             check_wav_size(path)
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(str(path), dtype=dtype, always_2d=True)
     except DataError:
         raise
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
@@ -74,8 +74,17 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
         raise DataError(f"{path}: audio has 0 samples")
     if not np.isfinite(data).all():
         raise DataError(f"{path}: audio contains NaN or inf samples")
-    wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0].copy())
-    return resample(wave, sr, sample_rate)
+    return (data.mean(axis=1) if data.shape[1] > 1 else data[:, 0].copy()), sr
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
+    """Read a file (`read_audio`) and resample it to `sample_rate`; returns 1-D float32 audio.
+
+    Raises DataError naming the file when it is missing, empty, truncated, not audio,
+    or holds NaN/inf samples.
+    """
+    data, sr = read_audio(path)
+    return resample(torch.from_numpy(data), sr, sample_rate)
 
 
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

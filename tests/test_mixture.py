@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy.signal import resample_poly
 
 from mark2_lib.builders import mixtures, synth
-from mark2_lib.errors import CorpusError
+from mark2_lib.errors import CorpusError, DataError
 
 SR = 16000
 
@@ -125,8 +126,21 @@ def test_bad_input_is_refused(tmp_path, sources):
     empty = [tmp_path / f"empty{k}.wav" for k in range(3)]
     for e in empty:
         e.write_bytes(b"")
-    with pytest.raises(ValueError, match=r"empty\d\.wav: not readable audio"):
+    with pytest.raises(DataError, match=r"empty\d\.wav: file is empty"):
         mixtures.make_mixture_dataset(empty, noise, tmp_path / "z", n_clips=4, progress=False)
+    silent = [tone(tmp_path / f"silent{k}.wav", 440, amp=0.0) for k in range(3)]
+    with pytest.raises(DataError, match=r"silent\d\.wav: empty, silent or non-finite"):
+        mixtures.make_mixture_dataset(silent, noise, tmp_path / "s", n_clips=4, progress=False)
+
+
+def test_read_recording_mixes_to_mono_and_resamples(tmp_path):
+    t = np.arange(22050) / 22050
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 660 * t)], axis=1)
+    sf.write(str(tmp_path / "st.wav"), stereo, 22050, subtype="FLOAT")
+    x = mixtures.read_recording(tmp_path / "st.wav", SR)
+    assert x.dtype == np.float64 and len(x) == SR
+    mono = stereo.astype(np.float32).astype(np.float64).mean(axis=1)  # as written (float32), then mixed
+    assert np.array_equal(x, resample_poly(mono, 320, 441))  # 22050 -> 16000 Hz
 
 
 def test_corpus_speaker_rules_and_licences(tmp_path):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mark2_lib.audio import load_audio
-from mark2_lib.builders import signals, synth
+from mark2_lib.builders import common, signals, synth
 
 SR = 16000
 LABELS_COLUMNS = ["clip_id", "path", "label", "split"]
@@ -109,12 +109,13 @@ def test_labels_csv_contract(built):
     for label in ("clean", "noise"):  # stratified: every split holds both labels
         assert {r["split"] for r in rows if r["label"] == label} == {"train", "val", "test"}
     share = {name: sum(r["split"] == name for r in rows) / len(rows) for name in ("train", "val", "test")}
-    assert share == pytest.approx({"train": 0.5, "val": 0.1, "test": 0.4}, abs=0.04)  # synth.SPLITS
+    assert share == pytest.approx({"train": 0.5, "val": 0.1, "test": 0.4}, abs=0.04)  # synth.SPLIT_SHARES
 
 
 def test_pool_splits_and_a_change_of_splits_rebuilds(tmp_path):
     """The teacher's pool trains on 70 %; asking the same folder for other shares re-splits it, same audio."""
-    out = synth.make_default_dataset(tmp_path / "pool", n_clips=40, seed=2, splits=synth.POOL_SPLITS, progress=False)
+    out = synth.make_default_dataset(tmp_path / "pool", n_clips=40, seed=2, splits=synth.POOL_SPLIT_SHARES,
+                                     progress=False)
     _, rows = read_csv(out / "labels.csv")
     assert sum(r["split"] == "train" for r in rows) / 40 == pytest.approx(0.7, abs=0.05)
     wav = (out / rows[0]["path"]).read_bytes()
@@ -123,6 +124,26 @@ def test_pool_splits_and_a_change_of_splits_rebuilds(tmp_path):
     assert sum(r["split"] == "test" for r in rows2) / 40 == pytest.approx(0.4, abs=0.05)
     assert (out / rows[0]["path"]).read_bytes() == wav
     assert json.loads((out / "synth.json").read_text())["splits"] == {"val": 0.1, "test": 0.4}
+    assert synth.POOL_SPLITS == synth.POOL_SPLIT_SHARES  # the old name still works
+
+
+def test_csv_and_wav_writers_are_atomic_and_exact(tmp_path):
+    path = common.write_csv(tmp_path / "t.csv", ["a", "b"], [["x,y", 1], ["", "é"]])
+    assert path.read_bytes() == 'a,b\n"x,y",1\n,é\n'.encode()
+    x = 0.5 * np.sin(np.arange(800) / 5.0)
+    common.write_wav(tmp_path / "t.wav", x, SR)
+    y, sr = sf.read(tmp_path / "t.wav", dtype="int16")
+    assert sr == SR and sf.info(str(tmp_path / "t.wav")).subtype == "PCM_16"
+    assert np.abs(y / 32768.0 - x).max() < 1.0 / 32768
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.wav"]  # no temp files left
+
+
+def test_deal_splits_gives_shares_in_order_then_train():
+    shares = (("val", 0.10), ("test", 0.40))
+    assert common.deal_splits(10, shares, at_least=1) == ["val"] + ["test"] * 4 + ["train"] * 5
+    assert common.deal_splits(2, shares, at_least=1) == ["val", "test"]
+    assert common.deal_splits(2, shares, at_least=0) == ["test", "train"]
+    assert common.deal_splits(0, shares, at_least=1) == []
 
 
 def test_truth_csv_consistent_with_labels(built):
@@ -228,7 +249,7 @@ def test_parallel_build_from_an_unguarded_script_says_what_to_do(tmp_path):
     root = Path(__file__).resolve().parent.parent
     script = tmp_path / "build.py"
     script.write_text(f"import sys; sys.path.insert(0, {str(root)!r})\n"
-                      "from mark2_lib import synth\n"
+                      "from mark2_lib.builders import synth\n"
                       f"synth.make_default_dataset({str(tmp_path / 'd')!r}, n_clips=200, workers=2, progress=False)\n")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert res.returncode != 0

@@ -2,7 +2,7 @@
 
 `make data-real` runs `build_real_corpus`: `apt-get download` + `dpkg-deb -x` put four packages
 under `data/real/packages/` (no root, no install; only apt's package lists are needed), and
-`synth.make_mixture_dataset` mixes their speech with their noise into `data/real/clips/`.
+`mixtures.make_mixture_dataset` mixes their speech with their noise into `data/real/clips/`.
 Speakers are grouped as documented in data/README.md, so train, val and test never share a voice.
 """
 from __future__ import annotations

@@ -4,41 +4,42 @@ labelled with the default data's annotator model and split by speaker (`make_mix
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm.auto import tqdm
 
-from .signals import NOISES, _gain, _mic_floor, _unit
-from .synth import (ANNOTATOR, NOISE_TYPES, PEAK_RANGE_DBFS, P_NO_NOISE, SNR_RANGE_DB, _is_built, _write_csv,
-                    annotator_p_noise, mix_at_snr)
+from ..audio import read_audio
+from ..errors import DataError
+from .common import deal_splits, finish_build, is_built, start_build, write_csv, write_labels, write_wav
+from .signals import NOISES, add_mic_floor, db_to_gain, unit_rms
+from .synth import ANNOTATOR, NOISE_TYPES, PEAK_RANGE_DBFS, P_NO_NOISE, SNR_RANGE_DB, annotator_p_noise, mix_at_snr
 
 MIXTURE_MARKER = ".mark2-mixture"  # marks a folder make_mixture_dataset built
+MIXTURE_PARAMS_FILE = "mixture.json"  # the parameters of a complete build (written last)
 MIXTURE_VERSION = 1
-MIXTURE_SPLITS = (("val", 0.15), ("test", 0.15))  # shares of speakers (groups); the rest is train
+# (split, share) for val and test, of speakers (groups) and of clips; the rest is train
+MIXTURE_SPLIT_SHARES = (("val", 0.15), ("test", 0.15))
 NOISE_KINDS = (("recorded", 0.5), ("synthetic", 0.3), ("babble", 0.2))  # noise source of a noisy clip
 SYNTHETIC_NOISES = ("white", "pink", "brown", "hum")
 GAP_SECONDS = (0.05, 0.25)  # pause between two recordings joined into one clean clip
 
 
-def read_mono(path, sample_rate: int) -> np.ndarray:
-    """Decode an audio file to mono float64 at `sample_rate` (polyphase resampling); ValueError names the file."""
-    try:
-        x, sr = sf.read(str(path), dtype="float64", always_2d=True)
-    except Exception as e:  # libsndfile's errors are not one type
-        raise ValueError(f"{path}: not readable audio ({e})") from None
-    x = x.mean(axis=1)
+def read_recording(path, sample_rate: int) -> np.ndarray:
+    """A recording as mono float64 at `sample_rate` (`audio.read_audio`, then polyphase resampling).
+
+    DataError names the file when it cannot be read (see `read_audio`) or is empty, silent or non-finite.
+    """
+    x, sr = read_audio(path, dtype="float64")
     if sr != sample_rate:
         g = math.gcd(int(sr), int(sample_rate))
         x = resample_poly(x, sample_rate // g, sr // g)
     if not len(x) or not np.isfinite(x).all() or not np.any(x):
-        raise ValueError(f"{path}: empty, silent or non-finite audio")
+        raise DataError(f"{path}: empty, silent or non-finite audio")
     return x
 
 
@@ -59,15 +60,10 @@ def split_groups(groups, seed: int) -> dict[str, str]:
     if len(names) < 3:
         raise ValueError(f"need at least 3 speakers or source files to split by speaker, got {len(names)}")
     order = [names[i] for i in np.random.default_rng([seed, 1]).permutation(len(names))]
-    out, start = {}, 0
-    for split, frac in MIXTURE_SPLITS:
-        k = max(round(frac * len(names)), 1)
-        out.update({g: split for g in order[start:start + k]})
-        start += k
-    if start >= len(names):
+    dealt = deal_splits(len(names), MIXTURE_SPLIT_SHARES, at_least=1)
+    if "train" not in dealt:
         raise ValueError(f"{len(names)} speakers leave none for train; add speakers or source files")
-    out.update({g: "train" for g in order[start:]})
-    return out
+    return dict(zip(order, dealt))
 
 
 class _Recordings:
@@ -79,7 +75,7 @@ class _Recordings:
     def __call__(self, path, trim: bool = True) -> np.ndarray:
         key = (str(path), trim)
         if key not in self._cache:
-            x = read_mono(path, self.sample_rate)
+            x = read_recording(path, self.sample_rate)
             self._cache[key] = trim_silence(x, self.sample_rate) if trim else x
         return self._cache[key]
 
@@ -94,7 +90,7 @@ def _talker(rng, files: list, n: int, sr: int, load) -> tuple[np.ndarray, list]:
         if len(x) > room:
             start = int(rng.integers(0, len(x) - room + 1))
             x = x[start:start + room]
-        out[pos:pos + len(x)] = _gain(rng.uniform(-3, 0)) * _unit(x)
+        out[pos:pos + len(x)] = db_to_gain(rng.uniform(-3, 0)) * unit_rms(x)
         used.append(f)
         pos += len(x) + int(rng.uniform(*GAP_SECONDS) * sr)
     return out, used
@@ -140,30 +136,25 @@ def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_
               "clip_seconds": float(clip_seconds), "sample_rate": int(sample_rate), "snr_range": [lo, hi],
               "synthetic_noises": list(synthetic_noises), "babble": bool(babble),
               "inputs": hashlib.sha1(json.dumps(inputs).encode()).hexdigest()}
-    if _is_built(out_dir, params, "mixture.json"):
+    if is_built(out_dir, params, MIXTURE_PARAMS_FILE):
         return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MIXTURE_MARKER).exists():
-        raise ValueError(f"{out_dir} holds files that make_mixture_dataset did not make; choose a new or empty folder")
-    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
-    (out_dir / MIXTURE_MARKER).write_text("made by mark2_lib.builders.mixtures.make_mixture_dataset; safe to regenerate\n")
-    (out_dir / "mixture.json").unlink(missing_ok=True)
+    start_build(out_dir, MIXTURE_MARKER, "mark2_lib.builders.mixtures.make_mixture_dataset", MIXTURE_PARAMS_FILE)
     split_of = split_groups(speakers, seed)
     by_speaker: dict[str, list] = {}
     for f, s in sorted(zip(clean_files, speakers), key=lambda fs: (rel[fs[0]], fs[1])):
         by_speaker.setdefault(s, []).append(f)
     in_split = {sp: sorted(s for s in by_speaker if split_of[s] == sp) for sp in ("train", "val", "test")}
-    n_val, n_test = (round(frac * n_clips) for _, frac in MIXTURE_SPLITS)
-    clip_split = ["val"] * n_val + ["test"] * n_test + ["train"] * (n_clips - n_val - n_test)
+    clip_split = deal_splits(n_clips, MIXTURE_SPLIT_SHARES, at_least=0)
     n, load, rows = int(round(clip_seconds * sample_rate)), _Recordings(sample_rate), []
     for i in tqdm(range(n_clips), desc="mixing clips", unit="clip", disable=not progress):
         clip_id, split = f"m{seed}_c{i:05d}", clip_split[i]
         rng = np.random.default_rng([seed, 2, i])
         speaker = in_split[split][rng.integers(len(in_split[split]))]
         clean, used = _talker(rng, by_speaker[speaker], n, sample_rate, load)
-        clean = _mic_floor(rng, clean)
+        clean = add_mic_floor(rng, clean)
         others = [s for s in in_split[split] if s != speaker]
-        kinds = [(k, p) for k, p in NOISE_KINDS if (k != "recorded" or noise) and (k != "synthetic" or synthetic_noises)
-                 and (k != "babble" or (babble and len(others) >= 3))]
+        kinds = [(k, p) for k, p in NOISE_KINDS if (k != "recorded" or noise)
+                 and (k != "synthetic" or synthetic_noises) and (k != "babble" or (babble and len(others) >= 3))]
         noise_type, noise_src, snr = "none", "", math.nan
         if kinds and rng.random() >= P_NO_NOISE:
             kind = kinds[rng.choice(len(kinds), p=np.array([p for _, p in kinds]) / sum(p for _, p in kinds))][0]
@@ -176,27 +167,23 @@ def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_
             else:
                 talkers = [others[j] for j in rng.choice(len(others), size=min(int(rng.integers(4, 7)), len(others)),
                                                          replace=False)]
-                sig = sum(_gain(rng.uniform(-6, 0)) * _talker(rng, by_speaker[t], n, sample_rate, load)[0]
+                sig = sum(db_to_gain(rng.uniform(-6, 0)) * _talker(rng, by_speaker[t], n, sample_rate, load)[0]
                           for t in talkers)
                 noise_type, noise_src = "babble", "+".join(talkers)
             snr = round(float(rng.uniform(lo, hi)), 2)
             clean = mix_at_snr(clean, sig, snr)
         p = annotator_p_noise(noise_type, snr)
         label = "noise" if rng.random() < p else "clean"
-        x = clean * (_gain(rng.uniform(*PEAK_RANGE_DBFS)) / np.max(np.abs(clean)))
-        buf = io.BytesIO()
-        sf.write(buf, x, sample_rate, subtype="PCM_16", format="WAV")
-        (out_dir / "audio" / f"{clip_id}.wav").write_bytes(buf.getvalue())
+        x = clean * (db_to_gain(rng.uniform(*PEAK_RANGE_DBFS)) / np.max(np.abs(clean)))
+        write_wav(out_dir / "audio" / f"{clip_id}.wav", x, sample_rate)
         rows.append([clip_id, split, label, speaker, "+".join(sorted({rel[f] for f in used})), noise_type, noise_src,
                      "" if math.isnan(snr) else f"{snr:.2f}", f"{p:.6f}"])
     keep = {f"{r[0]}.wav" for r in rows}
     for old in (out_dir / "audio").glob("m*_c*.wav"):  # clips of an earlier, larger build
         if old.name not in keep:
             old.unlink()
-    _write_csv(out_dir / "labels.csv", ["clip_id", "path", "label", "split"],
-               [[r[0], f"audio/{r[0]}.wav", r[2], r[1]] for r in rows])
-    _write_csv(out_dir / "truth.csv", ["clip_id", "split", "label", "speaker", "clean_files", "source_type",
-                                       "noise_type", "noise_source", "snr_db", "p_noise_annotator"],
-               [[r[0], r[1], r[2], r[3], r[4], "speech", *r[5:]] for r in rows])
-    (out_dir / "mixture.json").write_text(json.dumps(params, indent=2) + "\n")
-    return out_dir
+    write_labels(out_dir, [(r[0], r[2], r[1]) for r in rows])
+    write_csv(out_dir / "truth.csv", ["clip_id", "split", "label", "speaker", "clean_files", "source_type",
+                                      "noise_type", "noise_source", "snr_db", "p_noise_annotator"],
+              [[r[0], r[1], r[2], r[3], r[4], "speech", *r[5:]] for r in rows])
+    return finish_build(out_dir, params, MIXTURE_PARAMS_FILE)

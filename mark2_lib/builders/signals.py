@@ -16,14 +16,15 @@ VOWELS = np.array([  # F1, F2, F3 in Hz for an adult male talker
 ], dtype=float)
 
 # ----------------------------------------------------------------------------- helpers
+# db_to_gain, unit_rms and add_mic_floor are shared with synth.py and mixtures.py
 
 
-def _gain(db: float) -> float:
+def db_to_gain(db: float) -> float:
     """Decibels to an amplitude factor."""
     return 10.0 ** (db / 20.0)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rms(x: np.ndarray) -> np.ndarray:
     """Scale to unit RMS."""
     return x / math.sqrt(np.mean(x * x) + 1e-30)
 
@@ -33,10 +34,10 @@ def _hiss(rng, n: int) -> np.ndarray:
     return (rng.random(n) - 0.5) * math.sqrt(12.0)
 
 
-def _mic_floor(rng, x: np.ndarray) -> np.ndarray:
+def add_mic_floor(rng, x: np.ndarray) -> np.ndarray:
     """x plus a faint low-passed self-noise floor 40-50 dB down, so clean audio has no digital silence."""
-    floor = _unit(lfilter([1.0], [1.0, -0.9], _hiss(rng, len(x))))
-    return x + _gain(-rng.uniform(40, 50)) * math.sqrt(np.mean(x * x)) * floor
+    floor = unit_rms(lfilter([1.0], [1.0, -0.9], _hiss(rng, len(x))))
+    return x + db_to_gain(-rng.uniform(40, 50)) * math.sqrt(np.mean(x * x)) * floor
 
 
 def _coloured(rng, n: int, sr: int, exponent: float, shape=None, f_lo: float = 20.0) -> np.ndarray:
@@ -108,7 +109,7 @@ def speech(rng, n: int, sr: int) -> np.ndarray:
         length = min(int(rng.uniform(0.03, 0.08) * sr), n - a)
         fric[a:a + length] = np.hanning(length)
     fric[1:] *= np.diff(_hiss(rng, n))  # high-passed noise
-    return _unit(out) + _gain(rng.uniform(-20, -8)) * fric
+    return unit_rms(out) + db_to_gain(rng.uniform(-20, -8)) * fric
 
 
 def music(rng, n: int, sr: int) -> np.ndarray:
@@ -143,7 +144,7 @@ def room(rng, n: int, sr: int) -> np.ndarray:
         peaks = sum(np.exp(-(((f - m) / 8.0) ** 2)) for m in modes)
         return (1.0 + 3.0 * peaks) / (1.0 + (f / fc) ** 4)
 
-    return _gain(-50 + rng.uniform(-5, 5)) * _unit(_coloured(rng, n, sr, rng.uniform(0.5, 1.5), shape))
+    return db_to_gain(-50 + rng.uniform(-5, 5)) * unit_rms(_coloured(rng, n, sr, rng.uniform(0.5, 1.5), shape))
 
 
 # ----------------------------------------------------------------------------- noises
@@ -171,12 +172,12 @@ def hum(rng, n: int, sr: int) -> np.ndarray:
     amps = rng.uniform(0.2, 1.0, len(k)) * k ** -rng.uniform(0.5, 2.0)
     amps *= np.where(k % 2, 1.0, rng.uniform(0.2, 1.0))  # odd/even balance of the buzz
     tone = _harmonics(f0 * np.arange(n) / sr, amps, rng.uniform(0, 2 * np.pi, len(k)))
-    return _unit(tone) + 0.03 * _hiss(rng, n)
+    return unit_rms(tone) + 0.03 * _hiss(rng, n)
 
 
 def babble(rng, n: int, sr: int) -> np.ndarray:
     """Crowd babble: 4-6 synthetic talkers at random levels."""
-    return sum(_gain(rng.uniform(-6, 0)) * _unit(speech(rng, n, sr)) for _ in range(rng.integers(4, 7)))
+    return sum(db_to_gain(rng.uniform(-6, 0)) * unit_rms(speech(rng, n, sr)) for _ in range(rng.integers(4, 7)))
 
 
 def fan(rng, n: int, sr: int) -> np.ndarray:
@@ -188,7 +189,7 @@ def fan(rng, n: int, sr: int) -> np.ndarray:
     t = np.arange(n) / sr
     cycles = bpf * t + 0.01 * bpf / (2 * np.pi * rate) * np.sin(2 * np.pi * rate * t)  # +-1% speed wobble
     tones = _harmonics(cycles, rng.uniform(0.2, 1.0, h) / np.arange(1, h + 1), rng.uniform(0, 2 * np.pi, h))
-    return _unit(broad) + _gain(rng.uniform(-10, 3)) * _unit(tones)
+    return unit_rms(broad) + db_to_gain(rng.uniform(-10, 3)) * unit_rms(tones)
 
 
 def clicks(rng, n: int, sr: int) -> np.ndarray:
@@ -203,7 +204,7 @@ def clicks(rng, n: int, sr: int) -> np.ndarray:
     crackle = np.zeros(n)
     crackle[rng.integers(0, n, c)] = rng.laplace(size=c)
     crackle = lfilter([1.0, -1.0], [1.0, -0.5], crackle)
-    return _unit(burst) + _gain(rng.uniform(-15, -3)) * _unit(crackle)
+    return unit_rms(burst) + db_to_gain(rng.uniform(-15, -3)) * unit_rms(crackle)
 
 
 SOURCES = {"speech": speech, "music": music, "room": room}

@@ -6,9 +6,6 @@ numpy/scipy only: this module never imports torch.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import re
@@ -16,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy.special import expit
 from tqdm.auto import tqdm
 
-from .signals import NOISES, SOURCES, _gain, _mic_floor
+from .common import deal_splits, finish_build, is_built, start_build, write_csv, write_labels, write_wav
+from .signals import NOISES, SOURCES, add_mic_floor, db_to_gain
 
 MARKER = ".mark2-synth"  # marks a folder this module built, so rebuilding it is safe
+PARAMS_FILE = "synth.json"  # the parameters of a complete build (written last)
 VERSION = 1  # bump when the generated content changes, so cached builds are regenerated
 SOURCE_TYPES = ("speech", "music", "room")
 SOURCE_PROBS = (0.45, 0.40, 0.15)
@@ -30,11 +28,12 @@ NOISE_TYPES = ("white", "pink", "brown", "hum", "babble", "fan", "clicks")
 P_NO_NOISE = 0.25                # share of clips with noise_type "none"
 SNR_RANGE_DB = (-5.0, 30.0)
 PEAK_RANGE_DBFS = (-20.0, -1.0)  # mixtures are peak-normalised so level is no shortcut
-# val and test shares, the rest is train; stratified by label. The student's default data keeps
-# 40 % for test: with 1200 test clips a perfectly calibrated model scores ECE ~0.015 (~0.03 with
+# (split, share of clips) for val and test, the rest is train; stratified by label. The student's default
+# data keeps 40 % for test: with 1200 test clips a perfectly calibrated model scores ECE ~0.015 (~0.03 with
 # 300), so calibration differences between students are measurable. The teacher's pool trains on 70 %.
-SPLITS = (("val", 0.10), ("test", 0.40))
-POOL_SPLITS = (("val", 0.15), ("test", 0.15))
+SPLIT_SHARES = (("val", 0.10), ("test", 0.40))
+POOL_SPLIT_SHARES = (("val", 0.15), ("test", 0.15))
+POOL_SPLITS = POOL_SPLIT_SHARES  # old name, still used by notebooks/02 and tests/test_teacher.py
 # annotator: P(noise) = sigmoid((boundary - snr) / width); more annoying noise -> higher boundary
 ANNOTATOR = {  # noise_type: (boundary_db, width_db)
     "white": (15.0, 2.5), "pink": (12.0, 2.75), "brown": (10.5, 2.75), "hum": (10.5, 2.5),
@@ -99,51 +98,24 @@ def render_clip(seed: int, index: int, n_samples: int, sample_rate: int = 16000)
     rng = np.random.default_rng([seed, 0, index])
     spec = draw_spec(rng)
     x = SOURCES[spec.source_type](rng, n_samples, sample_rate)
-    x = x if spec.source_type == "room" else _mic_floor(rng, x)
+    x = x if spec.source_type == "room" else add_mic_floor(rng, x)
     if spec.noise_type != "none":
         x = mix_at_snr(x, NOISES[spec.noise_type](rng, n_samples, sample_rate), spec.snr_db)
-    return spec, x * (_gain(spec.peak_dbfs) / np.max(np.abs(x)))
+    return spec, x * (db_to_gain(spec.peak_dbfs) / np.max(np.abs(x)))
 
 
-def assign_splits(labels, seed: int, splits=SPLITS) -> list[str]:
+def assign_splits(labels, seed: int, splits=SPLIT_SHARES) -> list[str]:
     """train/val/test per clip, `splits` shares within each label, deterministic per seed."""
     labels = np.asarray(labels)
     split = np.full(len(labels), "train", dtype=object)
     rng = np.random.default_rng([seed, 1])
     for lab in ("clean", "noise"):
         idx = rng.permutation(np.flatnonzero(labels == lab))
-        start = 0
-        for name, frac in splits:
-            k = max(round(frac * len(idx)), 1 if len(idx) >= 3 else 0)
-            split[idx[start:start + k]] = name
-            start += k
+        split[idx] = deal_splits(len(idx), splits, at_least=1 if len(idx) >= 3 else 0)
     return split.tolist()
 
 
 # ----------------------------------------------------------------------------- dataset
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    """Write a CSV atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _is_built(out_dir: Path, params: dict, params_file: str = "synth.json") -> bool:
-    """True when out_dir holds a complete build with exactly these parameters."""
-    try:
-        if json.loads((out_dir / params_file).read_text()) != params:
-            return False
-        with open(out_dir / "labels.csv", newline="") as f:
-            paths = [row["path"] for row in csv.DictReader(f)]
-    except (OSError, ValueError, KeyError):
-        return False
-    return (out_dir / "truth.csv").is_file() and len(paths) == params["n_clips"] and all(
-        (out_dir / p).is_file() for p in paths)
 
 
 def _render_to_files(audio_dir: Path, seed: int, indices: range, n_samples: int, sample_rate: int) -> list:
@@ -151,9 +123,7 @@ def _render_to_files(audio_dir: Path, seed: int, indices: range, n_samples: int,
     specs = []
     for i in indices:
         spec, x = render_clip(seed, i, n_samples, sample_rate)
-        buf = io.BytesIO()  # encode in memory: about twice as fast as letting libsndfile write the file
-        sf.write(buf, x, sample_rate, subtype="PCM_16", format="WAV")
-        (audio_dir / f"s{seed}_c{i:05d}.wav").write_bytes(buf.getvalue())
+        write_wav(audio_dir / f"s{seed}_c{i:05d}.wav", x, sample_rate)
         specs.append(spec)
     return specs
 
@@ -194,11 +164,11 @@ def _render_all(audio_dir: Path, seed: int, n_clips: int, n_samples: int, sample
 
 def make_default_dataset(out_dir, n_clips: int = 3000, seed: int = 0, clip_seconds: float = 2.0,
                          sample_rate: int = 16000, progress: bool = True, workers: int | None = None,
-                         splits=SPLITS) -> Path:
+                         splits=SPLIT_SHARES) -> Path:
     """Build (or reuse) the synthetic dataset: audio/*.wav, labels.csv, truth.csv and synth.json.
 
     `workers` processes render the clips (default: one per CPU core, for 500 clips or more).
-    `splits` gives the val and test shares (`SPLITS`; the teacher's pool uses `POOL_SPLITS`).
+    `splits` gives the val and test shares (`SPLIT_SHARES`; the teacher's pool uses `POOL_SPLIT_SHARES`).
     """
     out_dir = Path(out_dir)
     if not (int(n_clips) >= 1 and int(seed) >= 0 and clip_seconds > 0 and int(sample_rate) >= 8000):
@@ -209,14 +179,9 @@ def make_default_dataset(out_dir, n_clips: int = 3000, seed: int = 0, clip_secon
     if not (set(params["splits"]) <= {"val", "test"} and all(f >= 0 for f in params["splits"].values())
             and sum(params["splits"].values()) < 1):
         raise ValueError(f"splits={splits!r}: expected val and test shares >= 0 that leave some train")
-    if _is_built(out_dir, params):
+    if is_built(out_dir, params, PARAMS_FILE):
         return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
-        raise ValueError(f"{out_dir} holds files that mark2_lib.synth did not make; "
-                         "refusing to write synthetic data there (choose a new or empty folder)")
-    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text("made by mark2_lib.synth; safe to regenerate\n")
-    (out_dir / "synth.json").unlink(missing_ok=True)  # an interrupted build never looks complete
+    start_build(out_dir, MARKER, "mark2_lib.synth", PARAMS_FILE)
     n_clips, seed, sample_rate = params["n_clips"], params["seed"], params["sample_rate"]
     n_samples = int(round(clip_seconds * sample_rate))
     ids = [f"s{seed}_c{i:05d}" for i in range(n_clips)]
@@ -228,17 +193,16 @@ def make_default_dataset(out_dir, n_clips: int = 3000, seed: int = 0, clip_secon
         if _WAV_NAME.fullmatch(old.name) and old.name not in keep:
             old.unlink()
     clip_splits = assign_splits([s.label for s in specs], seed, splits)
-    _write_csv(out_dir / "labels.csv", ["clip_id", "path", "label", "split"],
-               [[c, f"audio/{c}.wav", s.label, sp] for c, s, sp in zip(ids, specs, clip_splits)])
-    _write_csv(out_dir / "truth.csv",
-               ["clip_id", "source_type", "noise_type", "snr_db", "p_noise_annotator", "label"],
-               [[c, s.source_type, s.noise_type, "" if math.isnan(s.snr_db) else f"{s.snr_db:.2f}",
-                 f"{s.p_noise:.6f}", s.label] for c, s in zip(ids, specs)])
-    (out_dir / "synth.json").write_text(json.dumps(params, indent=2) + "\n")
-    return out_dir
+    write_labels(out_dir, [(c, s.label, sp) for c, s, sp in zip(ids, specs, clip_splits)])
+    write_csv(out_dir / "truth.csv",
+              ["clip_id", "source_type", "noise_type", "snr_db", "p_noise_annotator", "label"],
+              [[c, s.source_type, s.noise_type, "" if math.isnan(s.snr_db) else f"{s.snr_db:.2f}",
+                f"{s.p_noise:.6f}", s.label] for c, s in zip(ids, specs)])
+    return finish_build(out_dir, params, PARAMS_FILE)
 
 
-def ensure_dataset(data_dir, n_clips: int = 3000, seed: int = 0, progress: bool = True, splits=SPLITS) -> Path:
+def ensure_dataset(data_dir, n_clips: int = 3000, seed: int = 0, progress: bool = True,
+                   splits=SPLIT_SHARES) -> Path:
     """Build the default dataset into a missing or empty folder, or refresh one this module built;
     any other folder holds the user's own data and is left untouched."""
     d = Path(data_dir)
