@@ -51,7 +51,7 @@ GOAL_RT, GOAL_RATIO = 1000.0, 10.0
 def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     """`[n_waves, clip_seconds * sr]` float32: consecutive 2 s default-data clips joined end to end."""
     from mark2_lib.builders.synth import render_clip
-    from mark2_lib.evaluate import join_clips
+    from mark2_lib.timing import join_clips
 
     part, wave_len = int(2 * sample_rate), int(round(clip_seconds * sample_rate))
     n_waves = max(int(round(minutes * 60 * sample_rate)) // wave_len, 1)
@@ -60,8 +60,8 @@ def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, se
 
 
 def load(size: str, run, overrides=None):
-    """(WaveformClassifier in eval mode, AudioConfig): a trained run, or an untrained build_model(size)
-    with the size's own front end, with `overrides` (`--student-config` items) applied."""
+    """(fused WaveformClassifier, as inference runs it, and its AudioConfig): a trained run, or an untrained
+    build_model(size) with the size's own front end, with `overrides` (`--student-config` items) applied."""
     from mark2_lib.config import configure
     from mark2_lib.models import WaveformClassifier, build_model, load_classifier
 
@@ -69,7 +69,7 @@ def load(size: str, run, overrides=None):
         model = load_classifier(run)
     else:
         net = build_model(*configure(size, overrides or []))
-        model = WaveformClassifier(net.audio, net).eval()
+        model = WaveformClassifier(net.audio, net).fuse()
     return model, model.audio
 
 
@@ -77,8 +77,7 @@ def time_worker(args) -> dict:
     """Timings of both models at one thread count, passes interleaved so that both see the same load."""
     import torch
 
-    from mark2_lib.evaluate import timed_rounds
-    from mark2_lib.models import count_parameters, macs_per_second
+    from mark2_lib.timing import count_parameters, macs_per_second, timed_rounds
 
     torch.set_num_threads(args.threads[0])
     waves = torch.from_numpy(np.load(args.audio))

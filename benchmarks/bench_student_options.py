@@ -37,7 +37,8 @@ def main(argv=None):
     from bench_inference import make_audio
 
     from mark2_lib.config import configure
-    from mark2_lib.models import WaveformClassifier, build_model, count_parameters
+    from mark2_lib.models import WaveformClassifier, build_model
+    from mark2_lib.timing import count_parameters
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of audio (default 10)")
@@ -54,7 +55,7 @@ def main(argv=None):
     models = {}
     for name, changes in VARIANTS.items():
         cfg, audio = configure("student", changes)
-        models[name] = WaveformClassifier(audio, build_model(cfg, audio)).eval()
+        models[name] = WaveformClassifier(audio, build_model(cfg, audio)).fuse()  # as inference runs it
     first = next(iter(models.values()))
     with torch.inference_mode():
         frames = [first.logmel.clip_frames(w) for w in waves]  # the options do not change the front end

@@ -40,20 +40,16 @@ from procmem import reset_peak_rss, status_kb  # noqa: E402  (benchmarks/, this 
 
 from mark2_lib import train  # noqa: E402
 from mark2_lib.builders import synth  # noqa: E402
-from mark2_lib.config import (
-    AudioConfig,  # noqa: E402
-    TrainConfig,  # noqa: E402
-    model_config,  # noqa: E402
-)
+from mark2_lib.config import AudioConfig, TrainConfig, model_config  # noqa: E402
 from mark2_lib.data import (  # noqa: E402
     ClipDataset,
+    Dataset,
     FeatureCache,
     SoftLabels,
     collate_clips,
     load_labels,
     load_soft_labels,
 )
-from mark2_lib.config import TrainConfig  # noqa: E402
 from mark2_lib.losses import DistillationLoss  # noqa: E402
 from mark2_lib.models import ClipClassifier  # noqa: E402
 
@@ -116,8 +112,8 @@ def trainer(manifest, features, soft, cfg: TrainConfig, audio_cfg, run_dir: Path
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # tqdm bars (their cost is still paid)
             t0 = time.perf_counter()
-            result = train.train_run(run_dir, manifest, features, soft, cfg, audio_cfg, model_config("student"),
-                                     resume=False)
+            result = train.train_run(run_dir, Dataset(manifest, features, soft), cfg, audio_cfg,
+                                     model_config("student"), resume=False)
             wall = time.perf_counter() - t0
     finally:
         plots_mod.LossCurves = real_curves
@@ -160,7 +156,8 @@ def rss_child(args) -> None:
     tcfg = TrainConfig(epochs=args.epochs, patience=10**6, batch_size=args.batch_size, progress=False)
     reset = reset_peak_rss()  # ru_maxrss := current RSS
     before = status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    train.train_run(args.run_dir, manifest, features, soft, tcfg, cfg, model_config("student"), resume=False)
+    train.train_run(args.run_dir, Dataset(manifest, features, soft), tcfg, cfg, model_config("student"),
+                    resume=False)
     print(json.dumps({"clips": len(manifest), "before_kb": before, "reset": reset,
                       "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "anon_kb": status_kb("RssAnon"), "file_kb": status_kb("RssFile"),

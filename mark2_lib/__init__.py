@@ -1,10 +1,11 @@
 """mark2: distil a large teacher into a tiny, fast noise-vs-clean audio classifier.
 
-Pipeline, one module each: audio -> data -> models -> losses -> train -> evaluate.
+Pipeline, one module each: audio -> data -> models -> losses -> train -> evaluate; timing says
+what a model costs (parameters, MACs, speed), inference/ classifies new audio files.
 """
 __version__ = "0.1.0"
 
-CLASSES = ("clean", "noise")  # class index 1 is "noise"
+from .config import CLASSES as CLASSES  # class names by index (1 = "noise")
 
 
 def load_classifier(run_dir):

@@ -7,13 +7,13 @@ import sys
 
 def _make_data(args) -> int:
     from .paths import resolve
-    from .builders.synth import POOL_SPLITS, make_default_dataset
+    from .builders.synth import POOL_SPLIT_SHARES, make_default_dataset
 
     out = make_default_dataset(resolve(args.out), n_clips=args.n_clips, seed=args.seed)
     print(f"default dataset: {out}")
     if args.teacher_pool_factor > 0:
         pool = make_default_dataset(resolve(args.teacher_pool), n_clips=args.n_clips * args.teacher_pool_factor,
-                                    seed=args.seed + 1000, splits=POOL_SPLITS)
+                                    seed=args.seed + 1000, splits=POOL_SPLIT_SHARES)
         print(f"teacher pool:    {pool}")
     return 0
 
@@ -55,7 +55,7 @@ def _run_notebooks(args) -> int:
 
 
 def _predict(args) -> int:
-    from .inference.predict import predict_paths, summarize, write_predictions
+    from .inference.predict import predict_paths, summary_text, write_predictions
 
     try:
         clips, segments = predict_paths(args.run_dir, args.paths, batch_size=args.batch_size,
@@ -65,7 +65,7 @@ def _predict(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     written = write_predictions(clips, args.out, segments)
-    print(summarize(clips), file=sys.stderr)
+    print(summary_text(clips), file=sys.stderr)
     print("wrote " + " and ".join(map(str, written)), file=sys.stderr)
     return 1 if (clips["error"] != "").any() else 0
 
@@ -91,6 +91,7 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Parse `argv` (default: the command line) and run its subcommand; returns the exit status."""
     from .paths import DEFAULT_DATA, DEFAULT_TEACHER_POOL
 
     parser = argparse.ArgumentParser(prog="python -m mark2_lib", description=__doc__)

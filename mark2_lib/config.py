@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from .losses import check_alpha, check_temperature
 
+CLASSES = ("clean", "noise")  # class names by index: a model's logit 1 and p_noise are "noise"
+
 # The front end's numerics: bump when LogMel gives different output for the same AudioConfig (a new
 # window, scale or padding), so that feature caches and cached runs made by the old code are not reused.
 # tests/test_audio.py holds the current output of a fixed signal and fails until this is bumped.

@@ -31,6 +31,7 @@ from .config import AudioConfig
 from .errors import DataError
 from .data import Manifest, file_sha1, write_soft_labels
 from .metrics import expected_calibration_error
+from .timing import timed_rounds
 
 SR = 16000                      # DNSMOS's only sample rate
 WINDOW = int(9.01 * SR)         # its fixed input: 144,160 samples
@@ -174,11 +175,7 @@ def realtime_factor(waves, model: DnsmosModel | None = None, repeats: int = 3) -
     """Audio seconds DNSMOS scores per wall-clock second (one clip score per waveform), median of `repeats`."""
     model = model or DnsmosModel()
     waves = [np.asarray(w, dtype=np.float32) for w in waves]
-    model.score(waves[0])  # warm-up
-    times = []
-    for _ in range(max(int(repeats), 1)):
-        t0 = time.perf_counter()
-        for w in waves:
-            model.score(w)
-        times.append(time.perf_counter() - t0)
+    model.score(waves[0])  # warm-up on one clip: a pass over all of them takes as long as a timed round
+    times = timed_rounds({"dnsmos": lambda: [model.score(w) for w in waves]}, repeats=max(int(repeats), 1),
+                         warmup=0)["dnsmos"]
     return sum(len(w) for w in waves) / SR / float(np.median(times))

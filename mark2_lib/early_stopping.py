@@ -72,9 +72,11 @@ class EarlyStopping:
         return self.should_stop
 
     def state_dict(self) -> dict:
+        """Settings and counters as plain Python values, saved in each checkpoint."""
         return {k: getattr(self, k) for k in _STATE_KEYS}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` saved, so a resumed run stops where an uninterrupted one would."""
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"EarlyStopping state_dict is missing keys {missing}")
@@ -89,6 +91,7 @@ class EarlyStopping:
 
 
 def _check_args(patience, min_delta, mode, monitor):
+    """The settings, checked and normalised (min_delta as its absolute value)."""
     if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
         raise ValueError(f"patience must be an int >= 0, got {patience!r}")
     if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or not math.isfinite(min_delta):

@@ -4,6 +4,9 @@ SoftLoss is T^2 * KL(teacher_T || student_T) on temperature-softened distributio
 (Hinton et al. 2015); HardLoss is cross-entropy against the ground-truth labels.
 The teacher arrives as *probabilities* (cached teacher outputs), so it is softened in
 log space: teacher_T = softmax(log(p) / T), i.e. p^(1/T) renormalised.
+
+`DistillationLoss.distill` is the trainer's objective: the soft term on each clip's or on each
+segment's logits (`TrainConfig.soft_target`), the hard term always on the clip's.
 """
 from __future__ import annotations
 
@@ -73,14 +76,19 @@ class DistillationLoss(nn.Module):
       only, with F.cross_entropy semantics (weighted mean: divided by the summed weights).
     - return_parts=True returns {"total", "soft", "hard"}; otherwise the total.
     Computation runs in at least float32 (bf16/fp16 logits are upcast).
+
+    `validate=True` (the default) checks every call's tensors and raises a ValueError naming
+    the bad argument. Each check reads the data (a device sync on GPU), so the trainer, whose
+    data was checked once when it was loaded, builds its loss with `validate=False`.
     """
 
     def __init__(self, alpha: float = 0.7, temperature: float = 4.0,
-                 class_weights: torch.Tensor | None = None, eps: float = 1e-6):
+                 class_weights: torch.Tensor | None = None, eps: float = 1e-6, validate: bool = True):
         super().__init__()
         self.alpha = check_alpha(alpha)
         self.temperature = check_temperature(temperature)
         self.eps = _check_eps(eps)
+        self.validate = bool(validate)
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights)
             if not class_weights.is_floating_point():
@@ -96,7 +104,11 @@ class DistillationLoss(nn.Module):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, temperature={self.temperature}, eps={self.eps}"
+        return f"alpha={self.alpha}, temperature={self.temperature}, eps={self.eps}, validate={self.validate}"
+
+    def combine(self, soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        """The total loss from its two terms: alpha * soft + (1 - alpha) * hard."""
+        return self.alpha * soft + (1.0 - self.alpha) * hard
 
     def _validate(self, logits, probs, labels, mask):
         if not torch.is_tensor(logits) or logits.ndim != 2 or not logits.is_floating_point():
@@ -127,7 +139,9 @@ class DistillationLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, soft_targets: torch.Tensor,
                 hard_targets: torch.Tensor, soft_mask: torch.Tensor | None = None,
                 return_parts: bool = False):
-        self._validate(student_logits, soft_targets, hard_targets, soft_mask)
+        """The loss of one batch of rows (see the class docstring)."""
+        if self.validate:
+            self._validate(student_logits, soft_targets, hard_targets, soft_mask)
         dtype = torch.promote_types(student_logits.dtype, torch.float32)
         logits = student_logits.to(dtype)
         t = self.temperature
@@ -138,13 +152,8 @@ class DistillationLoss(nn.Module):
             soft_mask = soft_mask.to(logits.device)
             s_logits, p = logits[soft_mask], soft_targets.to(logits.device)[soft_mask]
         p = p.to(device=logits.device, dtype=dtype)
-        if not torch.isfinite(p).all():
-            raise ValueError("soft_targets must be finite on the rows with a teacher label")
-        if (p < 0).any():
-            raise ValueError("soft_targets must be probabilities >= 0")
-        if p.shape[0] and ((p.sum(dim=1) - 1).abs() > PROB_SUM_TOL).any():
-            raise ValueError(f"soft_targets rows must sum to 1 (tolerance {PROB_SUM_TOL}); "
-                             "pass teacher probabilities, not logits")
+        if self.validate:
+            _check_probabilities(p)
         teacher_t = torch.softmax(torch.log(p.clamp_min(self.eps)) / t, dim=1)
         log_student_t = F.log_softmax(s_logits / t, dim=1)
         # 'sum' / rows == 'batchmean'; with zero rows the sum is a graph-attached 0
@@ -154,7 +163,51 @@ class DistillationLoss(nn.Module):
         weight = None if self.class_weights is None else self.class_weights.to(logits.device, dtype)
         hard = F.cross_entropy(logits, hard_targets.to(logits.device).long(), weight=weight)
 
-        total = self.alpha * soft + (1.0 - self.alpha) * hard
+        total = self.combine(soft, hard)
         if return_parts:
             return {"total": total, "soft": soft, "hard": hard}
         return total
+
+    def distill(self, clip_logits: torch.Tensor, hard_targets: torch.Tensor, clip_soft: torch.Tensor,
+                clip_soft_mask: torch.Tensor, soft_target: str = "clip", segment_logits: torch.Tensor | None = None,
+                segment_mask: torch.Tensor | None = None, segment_soft: torch.Tensor | None = None,
+                segment_soft_mask: torch.Tensor | None = None) -> dict:
+        """The training objective of one batch of clips: {"total", "soft", "hard", "soft_rows"}.
+
+        The hard term is the cross-entropy of the clip logits `[B, C]` against `hard_targets [B]`.
+        The soft term is the KL term of `soft_target`:
+        - "clip": the clip logits against the clip's teacher probabilities `clip_soft [B, C]`
+          (rows where `clip_soft_mask [B]` is set);
+        - "segment": each real segment's logits (`segment_logits [B, S, C]`, real where
+          `segment_mask [B, S]` is set) against its own teacher probabilities `segment_soft [B, S, C]`
+          (where `segment_soft_mask [B, S]` is set).
+        total = alpha * soft + (1 - alpha) * hard. "soft_rows" (a 0-d tensor) counts the rows the soft
+        term averages over, for weighting batch means. Logits are upcast to float32 at least.
+        """
+        parts = self(_upcast(clip_logits), clip_soft, hard_targets, soft_mask=clip_soft_mask, return_parts=True)
+        if soft_target == "clip":
+            return {**parts, "soft_rows": clip_soft_mask.sum()}
+        if soft_target != "segment":
+            raise ValueError(f"soft_target={soft_target!r}: expected 'clip' or 'segment'")
+        seg_hard = hard_targets.unsqueeze(1).expand(segment_mask.shape)[segment_mask]
+        seg_soft_mask = segment_soft_mask[segment_mask]
+        seg = self(_upcast(segment_logits[segment_mask]), segment_soft[segment_mask], seg_hard,
+                   soft_mask=seg_soft_mask, return_parts=True)
+        return {"total": self.combine(seg["soft"], parts["hard"]), "soft": seg["soft"], "hard": parts["hard"],
+                "soft_rows": seg_soft_mask.sum()}
+
+
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32, or float64 when they are (bf16 logits of autocast become float32)."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def _check_probabilities(p: torch.Tensor) -> None:
+    """ValueError unless every row of `p` is finite, >= 0 and sums to 1 (within PROB_SUM_TOL)."""
+    if not torch.isfinite(p).all():
+        raise ValueError("soft_targets must be finite on the rows with a teacher label")
+    if (p < 0).any():
+        raise ValueError("soft_targets must be probabilities >= 0")
+    if p.shape[0] and ((p.sum(dim=1) - 1).abs() > PROB_SUM_TOL).any():
+        raise ValueError(f"soft_targets rows must sum to 1 (tolerance {PROB_SUM_TOL}); "
+                         "pass teacher probabilities, not logits")

@@ -3,29 +3,26 @@
 One set of building blocks makes both the tiny student and the large teacher
 (`build_model("student" | "teacher")`), each with its own front end (`audio_config(size)`).
 The student's encoder also takes each segment's mean level off its input (`level_norm`) and
-sums up its last map by mean and std (`stats_pooling`). Class index 1 is "noise". In eval mode
-every BatchNorm that follows a convolution is folded into that convolution's weights on the fly,
-so inference runs one op where training runs two.
+sums up its last map by mean and std (`stats_pooling`). Class index 1 is "noise".
+
+Training runs each conv and then its BatchNorm. For inference `fuse()` folds each such BatchNorm into
+its conv once (`torch.nn.utils.fusion`) and runs the stem as one matrix product; `load_classifier`
+loads encoder.pt and head.pt (the unfused model's state_dict), then fuses.
 """
 from __future__ import annotations
 
-import copy
+import json
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .audio import LogMel
 from .config import AudioConfig, ModelConfig, audio_config, model_config
 
 STD_EPS = 1e-5  # added to the variance under stats pooling's square root
-
-
-def fold_batchnorm(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, mean: torch.Tensor,
-                   var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conv weight + following eval-mode BatchNorm -> (weight, bias) of one equivalent conv."""
-    scale = bn_weight * torch.rsqrt(var + eps)
-    return weight * scale.reshape(-1, 1, 1, 1), bn_bias - mean * scale
 
 
 class SeparableBlock(nn.Module):
@@ -38,25 +35,21 @@ class SeparableBlock(nn.Module):
         self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.residual = stride == 1 and c_in == c_out
-        # plain copies for the eval-mode fold (TorchScript cannot read a Conv2d's stride or a BatchNorm's eps)
-        self.stride, self.groups, self.eps = stride, c_in, float(self.bn1.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            y = F.relu(self.bn1(self.depthwise(x)))
-            y = self.bn2(self.pointwise(y))
-        else:  # BatchNorm folded into the convs: same result up to float rounding, half the ops
-            dw, bn1, pw, bn2 = self.depthwise, self.bn1, self.pointwise, self.bn2
-            w, b = fold_batchnorm(dw.weight, bn1.weight, bn1.bias, bn1.running_mean, bn1.running_var, self.eps)
-            y = F.relu_(F.conv2d(x, w, b, self.stride, 1, 1, self.groups))
-            w, b = fold_batchnorm(pw.weight, bn2.weight, bn2.bias, bn2.running_mean, bn2.running_var, self.eps)
-            y = F.conv2d(y, w, b)
-            return F.relu_(y.add_(x)) if self.residual else F.relu_(y)  # in place: y is a fresh conv output
-        return F.relu(y + x) if self.residual else F.relu(y)
+        # In place: y is always a fresh output that nothing else holds (BatchNorm's backward does not read it).
+        y = F.relu_(self.bn1(self.depthwise(x)))
+        y = self.bn2(self.pointwise(y))
+        return F.relu_(y.add_(x)) if self.residual else F.relu_(y)
+
+    def fuse(self) -> None:
+        """Fold each BatchNorm into the conv before it (eval mode, called by `Encoder.fuse`)."""
+        self.depthwise, self.bn1 = fuse_conv_bn_eval(self.depthwise, self.bn1), nn.Identity()
+        self.pointwise, self.bn2 = fuse_conv_bn_eval(self.pointwise, self.bn2), nn.Identity()
 
 
 class Encoder(nn.Module):
-    """CNN over one segment's log-mel `[N, n_mels, frames]` -> summary `[N, out_channels, 1, 1]` (see `summarise`)."""
+    """CNN over one segment's log-mel `[N, n_mels, frames]` -> summary `[N, out_channels, 1, 1]` (see `pool_map`)."""
 
     def __init__(self, audio: AudioConfig, cfg: ModelConfig):
         super().__init__()
@@ -74,31 +67,60 @@ class Encoder(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.level_norm, self.stats_pooling, self.std_eps = cfg.level_norm, cfg.stats_pooling, STD_EPS
         self.out_channels = 2 * c_in if cfg.stats_pooling else c_in
-        self.eps = float(self.stem[1].eps)  # for the eval-mode fold of the stem (see SeparableBlock)
+        self.fused = False  # set by `fuse`: BatchNorm folded into the convs, the stem run by `stem_matmul`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.level_norm:  # mixtures are peak-normalised: a segment's overall level says nothing, its shape does
             x = x - x.mean(dim=(1, 2), keepdim=True)
         x = self.input_norm(x)
-        if self.training:
-            x = self.stem(x.unsqueeze(1))
-        else:  # the stem's BatchNorm folded into its conv, run as im2col + one matmul: with a single
-            # input channel that is faster on CPU than the library convolution, and it leaves the map
-            # channels-last, the layout in which the depthwise convs run fastest. The 9 columns are
-            # 9 strided slices stacked (one copy each), 3x cheaper than copying a 5-d unfold view.
-            w, b = self.folded_stem()
-            n, c, h, t = x.shape[0], w.shape[0], (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
-            xp = F.pad(x, (1, 1, 1, 1))
-            taps: list[torch.Tensor] = []
-            for i in range(3):
-                for j in range(3):
-                    taps.append(xp[:, i:i + 2 * h - 1:2, j:j + 2 * t - 1:2])
-            cols = torch.stack(taps, dim=-1)                                      # [N, h, t, 9], tap = 3 * row + col
-            x = torch.addmm(b, cols.reshape(n * h * t, 9), w.reshape(c, 9).t())
-            x = F.relu_(x.reshape(n, h, t, c).permute(0, 3, 1, 2))            # [N, C, h, t], channels-last
-        return self.summarise(self.blocks(x))
+        x = self.stem_matmul(x) if self.fused else self.stem(x.unsqueeze(1))
+        return self.pool_map(self.blocks(x))
 
-    def summarise(self, y: torch.Tensor) -> torch.Tensor:
+    def fuse(self) -> Encoder:
+        """Fold every BatchNorm that follows a conv into that conv, once, for inference; returns self.
+
+        Eval mode only: the running statistics are folded in, so the output equals the unfused eval one up
+        to float rounding. The folded BatchNorms leave the state_dict (load weights first) and training."""
+        if self.fused:
+            return self
+        if self.training:
+            raise RuntimeError("Encoder.fuse() folds in BatchNorm's running statistics: call eval() first")
+        self.stem[0], self.stem[1] = fuse_conv_bn_eval(self.stem[0], self.stem[1]), nn.Identity()
+        for block in self.blocks:
+            block.fuse()
+        self.fused = True
+        return self
+
+    def train(self, mode: bool = True) -> Encoder:
+        if mode and self.fused:  # nn.Module.train, refusing training mode once the BatchNorms are folded away
+            raise RuntimeError("a fused encoder is for inference only: its BatchNorms are folded into its convs")
+        return super().train(mode)
+
+    def stem_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused stem conv's weight `[C, 1, 3, 3]` and bias `[C]` (its BatchNorm folded in by `fuse`)."""
+        bias = self.stem[0].bias
+        if bias is None:
+            raise RuntimeError("the stem has no folded bias: call Encoder.fuse() first")
+        return self.stem[0].weight, bias
+
+    def stem_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused stem as im2col + one matrix product: normalised log-mel `[N, n_mels, frames]` -> `[N, C, h, t]`.
+
+        With one input channel that beats the library conv on CPU, and it leaves the map channels-last, the
+        layout the depthwise convs run fastest in. The columns are 9 strided slices stacked (a copy each):
+        cheaper than copying a 5-d unfold view."""
+        w, b = self.stem_weights()
+        n, c, h, t = x.shape[0], w.shape[0], (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
+        xp = F.pad(x, (1, 1, 1, 1))
+        taps: list[torch.Tensor] = []
+        for i in range(3):
+            for j in range(3):
+                taps.append(xp[:, i:i + 2 * h - 1:2, j:j + 2 * t - 1:2])
+        cols = torch.stack(taps, dim=-1)                                      # [N, h, t, 9], tap = 3 * row + col
+        x = torch.addmm(b, cols.reshape(n * h * t, 9), w.reshape(c, 9).t())
+        return F.relu_(x.reshape(n, h, t, c).permute(0, 3, 1, 2))            # [N, C, h, t], channels-last
+
+    def pool_map(self, y: torch.Tensor) -> torch.Tensor:
         """Feature map `[N, C, h, t]` -> `[N, C, 1, 1]`: its mean, with `stats_pooling` also its std (`[N, 2C, 1, 1]`).
 
         The std tells a map that varies over the segment (speech over a quiet floor) from an even one."""
@@ -108,24 +130,18 @@ class Encoder(nn.Module):
         std = (y - mean).square_().mean(dim=(2, 3), keepdim=True).add_(self.std_eps).sqrt_()  # eps: finite grad at 0
         return torch.cat([mean, std], dim=1)
 
-    def folded_stem(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stem's conv weight `[C, 1, 3, 3]` and bias `[C]` with its BatchNorm folded in (eval mode)."""
-        conv, bn = self.stem[0], self.stem[1]
-        return fold_batchnorm(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, self.eps)
-
     def forward_clip_frames(self, frames: torch.Tensor, frame_step: int, n_frames: int) -> torch.Tensor:
-        """Eval mode, clip framing: log-mel frames of whole clips `[B, F, n_mels]` -> the feature maps
+        """Fused encoder, clip framing: log-mel frames of whole clips `[B, F, n_mels]` -> the feature maps
         `[B * S, C, 1, 1]` of their segments (segment s = frames s * frame_step onwards, `n_frames` long).
 
-        Equals `forward` on each segment's frames up to float rounding, with less copying: the input
-        norm runs once per frame rather than once per segment holding it (segments overlap), and the
-        stem's im2col columns are gathered straight from the clip's frames. Taps that reach past a
-        segment's own frames read a neighbour's there, so they are zeroed, as `forward`'s padding has them.
-        """
+        Equals `forward` on each segment's frames up to float rounding, with less copying: the input norm
+        runs once per frame rather than once per segment holding it (segments overlap), and the stem's im2col
+        columns are gathered straight from the clip's frames. Taps that reach past a segment's own frames
+        read a neighbour's there, so they are zeroed, as `forward`'s padding has them."""
         norm = self.input_norm
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         x = torch.addcmul(norm.bias - norm.running_mean * scale, frames, scale)   # [B, F, n_mels]
-        w, b = self.folded_stem()
+        w, b = self.stem_weights()
         c, n_mels = w.shape[0], x.shape[2]
         h, t = (n_mels - 1) // 2 + 1, (n_frames - 1) // 2 + 1
         # each segment's frames with one more on either side, and a zero band above and below
@@ -149,7 +165,7 @@ class Encoder(nn.Module):
         weight = torch.cat([w.reshape(c, 9).t(), b.unsqueeze(0)])               # [10, C], tap = 3 * row + col
         y = torch.mm(cols.reshape(10, -1).t(), weight)                          # [B * S * h * t, C]
         y = F.relu_(y).reshape(-1, h, t, c).permute(0, 3, 1, 2)                 # [B * S, C, h, t], channels-last
-        return self.summarise(self.blocks(y))
+        return self.pool_map(self.blocks(y))
 
 
 class Head(nn.Module):
@@ -161,8 +177,7 @@ class Head(nn.Module):
             nn.Linear(in_features, cfg.head_hidden), nn.ReLU(),
             nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, cfg.n_classes),
         )
-        # Attention pooling scores each segment from its embedding; it lives here so that
-        # encoder.pt + head.pt hold the whole model.
+        # Attention pooling scores each segment from its embedding; here, encoder.pt + head.pt hold the whole model.
         self.attention = nn.Linear(in_features, 1) if cfg.pooling == "attention" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,11 +189,16 @@ class ClipClassifier(nn.Module):
 
     def __init__(self, audio: AudioConfig, cfg: ModelConfig):
         super().__init__()
-        self.audio = audio  # the front end it reads; not part of the state_dict
+        self.audio, self.config = audio, cfg  # the front end it reads and its architecture; not in the state_dict
         self.encoder = Encoder(audio, cfg)
         self.flatten = nn.Flatten()
         self.head = Head(self.encoder.out_channels, cfg)
         self.pooling = cfg.pooling
+
+    def fuse(self) -> ClipClassifier:
+        """Eval mode, with BatchNorm folded into the convs once (`Encoder.fuse`): in place, for inference."""
+        self.eval().encoder.fuse()
+        return self
 
     def segment_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel segments `[N, n_mels, frames]` -> (logits `[N, C]`, embeddings `[N, D]`)."""
@@ -215,11 +235,15 @@ class WaveformClassifier(nn.Module):
         self.audio = audio  # not part of the state_dict
         self.logmel = LogMel(audio)
         self.model = model
-        self.segment_samples = audio.segment_samples
-        self.hop_samples = audio.hop_samples
-        self.sample_rate = audio.sample_rate
+        self.segment_samples, self.hop_samples = audio.segment_samples, audio.hop_samples
+        self.sample_rate = audio.sample_rate  # also read by those who load an exported (TorchScript) module
         self.clip_framing = audio.framing == "clip"
         self.frame_step, self.n_frames = audio.hop_samples // audio.hop_length, audio.n_frames
+
+    def fuse(self) -> WaveformClassifier:
+        """Eval mode, with BatchNorm folded into the convs once (`Encoder.fuse`): in place, for inference."""
+        self.model.fuse()
+        return self.eval()
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """`[B, samples]` -> log-mel segments `[B, S, n_mels, n_frames]` (as the feature cache holds them)."""
@@ -232,7 +256,7 @@ class WaveformClassifier(nn.Module):
     def segment_and_clip_logits(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (clip logits `[B, C]`, segment logits `[B, S, C]`)."""
         b = wave.shape[0]
-        if self.clip_framing and not self.model.training:  # frames once per clip, the encoder reads them there
+        if self.clip_framing and self.model.encoder.fused:  # frames once per clip, the encoder reads them there
             frames = self.logmel.clip_frames(wave)
             emb = self.model.flatten(self.model.encoder.forward_clip_frames(frames, self.frame_step, self.n_frames))
             logits = self.model.head(emb)
@@ -253,46 +277,11 @@ def build_model(size: str | ModelConfig = "student", audio: AudioConfig | None =
     return ClipClassifier(audio or (audio_config(size) if isinstance(size, str) else AudioConfig()), cfg)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def macs_per_second(model: ClipClassifier, audio: AudioConfig | None = None) -> float:
-    """Multiply-accumulates of the model (no front end) per second of audio, counted with hooks.
-
-    `audio` defaults to the front end the model was built for."""
-    audio = audio or model.audio
-    macs = [0]
-
-    def hook(mod, inp, out):
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-            macs[0] += out.numel() * k
-        elif isinstance(mod, nn.Linear):
-            macs[0] += out.numel() * mod.in_features
-
-    # A copy in training mode: there every conv runs as a module (eval mode folds BatchNorm in
-    # functionally, past the hooks), and the model's own BatchNorm statistics stay untouched.
-    counted = copy.deepcopy(model).train()
-    for m in counted.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            m.register_forward_hook(hook)
-    with torch.no_grad():
-        counted.segment_forward(torch.zeros(2, audio.n_mels, audio.n_frames))
-    macs[0] //= 2  # two segments (BatchNorm in training mode needs more than one value per channel)
-    segments_per_second = 1.0 / audio.hop_seconds  # long recordings: one segment per hop
-    return macs[0] * segments_per_second
-
-
 def load_classifier(run_dir) -> WaveformClassifier:
-    """Rebuild a trained model from `config.json` + `encoder.pt` + `head.pt` (weights_only loading).
+    """Rebuild a trained model from `config.json` + `encoder.pt` + `head.pt` (weights_only loading), for inference.
 
-    Returns a WaveformClassifier in eval mode: waveform batch `[B, samples]` at the run's
-    sample rate -> clip logits `[B, 2]` (index 1 = noise).
-    """
-    import json
-    from pathlib import Path
-
+    Returns a fused WaveformClassifier (eval mode, see `Encoder.fuse`): waveform batch `[B, samples]` at
+    the run's sample rate -> clip logits `[B, 2]` (index 1 = noise)."""
     run_dir = Path(run_dir)
     for name in ("config.json", "encoder.pt", "head.pt"):
         if not (run_dir / name).is_file():
@@ -308,4 +297,4 @@ def load_classifier(run_dir) -> WaveformClassifier:
     model = ClipClassifier(audio, model_cfg)
     model.encoder.load_state_dict(torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True))
     model.head.load_state_dict(torch.load(run_dir / "head.pt", map_location="cpu", weights_only=True))
-    return WaveformClassifier(audio, model).eval()
+    return WaveformClassifier(audio, model).fuse()

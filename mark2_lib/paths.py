@@ -20,5 +20,4 @@ def resolve(path) -> Path:
 
 DEFAULT_DATA = "data/default"          # the built-in student dataset
 DEFAULT_TEACHER_POOL = "data/teacher_pool"  # the larger, separate pool the default teacher learns from
-FEATURE_CACHE = "data/cache"           # memory-mapped log-mel features
 RUNS = "runs"                          # one folder per training run

@@ -7,14 +7,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .config import CLASSES
 from .atomic import atomic_write
 from .data import parse_label
 from .metrics import reliability_bins
-
-
-def save_figure(fig, path) -> Path:
-    """Write a PNG atomically (temp file, then os.replace) and return its path."""
-    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 class LossCurves:
@@ -118,7 +114,7 @@ def plot_confusions(matrices: dict, axes=None):
     axes = np.atleast_1d(axes)
     for ax, (name, cm) in zip(axes, matrices.items()):
         sns.heatmap(cm, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
-                    xticklabels=["clean", "noise"], yticklabels=["clean", "noise"])
+                    xticklabels=list(CLASSES), yticklabels=list(CLASSES))
         ax.set_xlabel("predicted")
         ax.set_ylabel("label")
         ax.set_title(name)
@@ -142,7 +138,7 @@ def plot_label_balance(manifest_df: pd.DataFrame, ax=None):
     """Clips per split and hard label."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
-    counts = manifest_df.assign(label=manifest_df["label"].map({0: "clean", 1: "noise"})) \
+    counts = manifest_df.assign(label=manifest_df["label"].map(dict(enumerate(CLASSES)))) \
         .groupby(["split", "label"]).size().unstack(fill_value=0).reindex(["train", "val", "test"])
     counts.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:red"])
     ax.set_ylabel("clips")

@@ -1,9 +1,10 @@
-"""Teachers and their soft labels: the default pre-trained teacher, calibration, and bring-your-own.
+"""Teachers and their soft labels: `make_soft_labels` for any of the four kinds of teacher, the
+default pre-trained teacher, its quality report, and bring-your-own (import, TorchScript, DNSMOS).
 
 The default teacher is the large model of `models.build_model("teacher")`, trained with
 hard labels only on a separate, larger pool of clips (a stand-in for a teacher pre-trained
 on much more data). It then labels every clip of the student dataset, per clip and per
-segment, at T=1, optionally after temperature scaling fitted on its own val split.
+segment, optionally after temperature scaling fitted on its own val split (calibration.py).
 """
 from __future__ import annotations
 
@@ -14,21 +15,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import minimize_scalar
 from tqdm.auto import tqdm
 
 from .audio import load_audio, segment_waveform
-from .config import AudioConfig, ModelConfig, TrainConfig, model_config
+from .builders.synth import POOL_SPLIT_SHARES, ensure_dataset
+from .calibration import calibrated_predictions
+from .config import CLASSES, AudioConfig, ModelConfig, TrainConfig, model_config
 from .errors import DataError
-from .data import (FeatureCache, Manifest, SoftLabels, file_sha1, load_labels, load_soft_labels,
+from .data import (Dataset, FeatureCache, Manifest, SoftLabels, file_sha1, load_labels, load_soft_labels,
                    write_soft_labels)
-from .evaluate import metrics_table, predict_features
-from .metrics import expected_calibration_error
+from .evaluate import metrics_table
 from .models import load_classifier
 from .train import train_run
 
 DEFAULT_TEACHER_NAME = "mark2-teacher"
 CHANCE_MARGIN = 0.1  # a teacher whose macro-F1 or ROC-AUC is within this of chance gets a warning
+TEACHERS = ("default", "import", "torchscript", "dnsmos")  # the kinds make_soft_labels knows
 
 
 def check_disjoint(pool: Manifest, student: Manifest) -> None:
@@ -54,19 +56,8 @@ def pretrain_teacher(pool_dir, run_dir, audio: AudioConfig, cfg: TrainConfig, ca
         check_disjoint(pool, student)
     features = FeatureCache(cache_dir, audio).features(pool, progress=cfg.progress)
     cfg = dataclasses.replace(cfg, alpha=0.0)
-    return train_run(run_dir, pool, features, None, cfg, audio, model_cfg or model_config("teacher"),
+    return train_run(run_dir, Dataset(pool, features), cfg, audio, model_cfg or model_config("teacher"),
                      resume=resume, extra_config={"role": "teacher", "data_dir": str(pool_dir)})
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature scaling: the T > 0 that minimises the NLL of softmax(logits / T) on held-out clips."""
-    logits = torch.as_tensor(logits, dtype=torch.float64)
-    labels = torch.tensor(np.asarray(labels), dtype=torch.long)
-
-    def nll(log_t: float) -> float:
-        return float(torch.nn.functional.cross_entropy(logits / np.exp(log_t), labels))
-
-    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
 
 
 def write_teacher_soft_labels(run_dir, manifest: Manifest, features: dict, out_csv,
@@ -74,32 +65,19 @@ def write_teacher_soft_labels(run_dir, manifest: Manifest, features: dict, out_c
                               teacher_name: str = DEFAULT_TEACHER_NAME) -> dict:
     """Label every clip of `manifest` with a trained run, per clip and per segment, into `out_csv`.
 
-    With `calibration=(val_manifest, val_features)` a temperature is fitted there first and
-    the ECE before and after is reported. Returns {"path", "temperature", "ece_before", "ece_after"}.
+    With `calibration=(val_manifest, val_features)` a calibration temperature is fitted there first
+    and the ECE before and after is reported.
+    Returns {"path", "calibration_temperature", "ece_before", "ece_after"}.
     """
-    model = load_classifier(run_dir).model
-    info = {"path": str(out_csv), "temperature": 1.0, "ece_before": None, "ece_after": None}
-    if calibration is not None:
-        cal_m, cal_f = calibration
-        pred = predict_features(model, cal_m, cal_f)
-        y = cal_m.df["label"].to_numpy()
-        t = fit_temperature(pred["logits"], y)
-        p_after = torch.softmax(torch.as_tensor(pred["logits"]) / t, dim=-1)[:, 1].numpy()
-        info.update(temperature=t, ece_before=expected_calibration_error(y, pred["p_noise"]),
-                    ece_after=expected_calibration_error(y, p_after))
-    pred = predict_features(model, manifest, features, temperature=info["temperature"])
+    pred, info = calibrated_predictions(load_classifier(run_dir).model, manifest, features, calibration)
     write_soft_labels(out_csv, pred["clip_id"], pred["p_noise"], pred["segment_p_noise"], teacher=teacher_name)
-    return info
+    return {"path": str(out_csv), **info}
 
 
 def teacher_report(soft: SoftLabels, test: Manifest, truth: pd.DataFrame | None = None,
                    name: str = "teacher") -> pd.DataFrame:
     """The teacher's quality on the student's test split; warns when it is barely better than chance."""
-    missing = [c for c in test.clip_ids if c not in soft.clip]
-    if missing:
-        raise DataError(f"the teacher has no clip-level soft label for {len(missing)} test clips, e.g. {missing[:3]}")
-    p = np.array([soft.clip[c][1] for c in test.clip_ids])
-    table = metrics_table({name: p}, test, truth)
+    table = metrics_table({name: soft.p_noise(test.clip_ids)}, test, truth)
     row = table.iloc[0]
     if row["macro_f1"] < 0.5 + CHANCE_MARGIN or not (row["roc_auc"] >= 0.5 + CHANCE_MARGIN):
         warnings.warn(f"the teacher is barely better than chance on the test split (macro-F1 {row['macro_f1']:.3f}, "
@@ -118,7 +96,7 @@ def import_soft_labels(csv_or_list, manifest: Manifest, out_csv=None) -> SoftLab
     if out_csv is not None:
         ids = [c for c in manifest.clip_ids if c in soft.clip]
         seg = [np.array([soft.segment.get(c, {})[k][1] for k in sorted(soft.segment.get(c, {}))]) for c in ids]
-        write_soft_labels(out_csv, ids, np.array([soft.clip[c][1] for c in ids]), seg,
+        write_soft_labels(out_csv, ids, soft.p_noise(ids), seg,
                           teacher="+".join(soft.teachers) or "ensemble")
     return soft
 
@@ -164,3 +142,68 @@ def teacher_from_dnsmos(manifest: Manifest, audio: AudioConfig, out_csv, cache_d
 
     return dnsmos_soft_labels(manifest, audio, cache_dir, out_csv, truth=truth, segment_splits=tuple(segment_splits),
                               progress=progress)
+
+
+def make_soft_labels(kind: str, manifest: Manifest, audio: AudioConfig, out_csv, cache_dir, *,
+                     truth: pd.DataFrame | None = None, progress: bool = True,
+                     pool_dir=None, pool_factor: int = 3, pool_seed: int = 1000, run_dir=None,
+                     train_cfg: TrainConfig | None = None, calibrate: bool = True,
+                     sources=(), teacher_path=None, segment_splits=("train", "val", "test")) -> dict:
+    """Soft labels for every clip of `manifest`, written to `out_csv` by the teacher of `kind` (TEACHERS).
+
+    - "default": build a pool of `pool_factor` x len(manifest) clips at `pool_dir` (seed `pool_seed`;
+      an existing pool is kept), check it shares no audio with `manifest`, train the built-in teacher
+      on it in `run_dir` with `train_cfg` (hard labels only), and label the clips, calibrated on the
+      pool's val split when `calibrate`. Reads features with `audio` from `cache_dir`.
+    - "import": validate and merge the soft-label CSVs `sources` (several teachers are averaged).
+    - "torchscript": run the TorchScript teacher at `teacher_path` (waveform -> logits) over the clips.
+    - "dnsmos": DNSMOS, Platt-calibrated on the train split, per segment for `segment_splits` too;
+      `truth` lets it warn about clips that are not speech.
+
+    Returns {"kind", "path", "summary" (what was done, as text)} and, for "default", "run_dir",
+    "history" (the teacher's history.csv), "calibration_temperature", "ece_before", "ece_after"; for
+    "dnsmos", what `teacher_from_dnsmos` returns and "table" (mean scores per split and hard label).
+    """
+    if kind not in TEACHERS:
+        raise ValueError(f"teacher={kind!r}: expected one of {', '.join(map(repr, TEACHERS))}")
+    info = {"kind": kind, "path": str(out_csv)}
+    if kind == "default":
+        if pool_dir is None or run_dir is None or train_cfg is None:
+            raise ValueError("the default teacher needs pool_dir, run_dir and train_cfg")
+        pool_path = ensure_dataset(pool_dir, n_clips=pool_factor * len(manifest), seed=pool_seed,
+                                   progress=progress, splits=POOL_SPLIT_SHARES)
+        result = pretrain_teacher(pool_path, run_dir, audio, train_cfg, cache_dir, student=manifest)
+        cache = FeatureCache(cache_dir, audio)
+        pool_val = load_labels(Path(pool_path) / "labels.csv", sample_rate=audio.sample_rate).split("val")
+        calibration = (pool_val, cache.features(pool_val, progress=False)) if calibrate else None
+        info.update(write_teacher_soft_labels(run_dir, manifest, cache.features(manifest, progress=progress),
+                                              out_csv, calibration=calibration))
+        lines = [f"teacher trained: best epoch {result['best_epoch']} of {result['epochs_run']}; "
+                 f"{result['stop_reason']}"]
+        if calibrate:
+            lines.append(f"temperature scaling on the teacher's val split: calibration temperature "
+                         f"{info['calibration_temperature']:.3f}, ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f}")
+        info.update(run_dir=Path(run_dir), history=pd.read_csv(Path(run_dir) / "history.csv"), summary="\n".join(lines))
+    elif kind == "import":
+        sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+        if not sources:
+            raise ValueError("teacher 'import' needs one or more soft-label CSVs (sources; notebook 02: soft_labels_in)")
+        soft = import_soft_labels(sources, manifest, out_csv=out_csv)
+        info["summary"] = f"imported {len(sources)} file(s) of soft labels from teachers {soft.teachers}"
+    elif kind == "torchscript":
+        if not teacher_path:
+            raise ValueError("teacher 'torchscript' needs teacher_path (a TorchScript file)")
+        soft = teacher_from_torchscript(teacher_path, manifest, audio, out_csv, progress=progress)
+        info["summary"] = f"TorchScript teacher {Path(teacher_path).name} labelled {len(soft.clip)} clips"
+    else:
+        info.update(teacher_from_dnsmos(manifest, audio, out_csv, cache_dir, truth=truth,
+                                        segment_splits=segment_splits, progress=progress))
+        scores = info["scores"]
+        info["summary"] = (
+            f"DNSMOS: {len(scores)} clips in {info['seconds']:.0f} s ({(~scores['cached']).sum()} scored now, "
+            f"{scores['cached'].sum()} from the cache)\n"
+            f"Platt fit on the train split: p_noise = sigmoid({info['a']:.3f} * BAK + {info['b']:.3f}); "
+            f"ECE train {info['ece_train']:.4f}, val {info['ece_val']:.4f}")
+        info["table"] = (scores.assign(label=scores["label"].map(dict(enumerate(CLASSES))))
+                         .groupby(["split", "label"])[["sig", "bak", "ovr", "p_noise"]].mean().round(3))
+    return info

@@ -1,16 +1,16 @@
 """Training: AdamW + DistillationLoss, ReduceLROnPlateau, early stopping, best encoder/head,
 atomic checkpoints, resumable runs, history.csv every epoch and loss_curves.png kept current.
 
-loss_curves.png is redrawn after every epoch as long as the redraws stay within
-`curves_budget` (5 %) of the training time, so with epochs of a second or more it is redrawn
-every epoch; with very short epochs some redraws are skipped. The last epoch of a run, and
-the epoch at which a run fails, are always drawn.
+`train_run` is the entry point: one Dataset and the three configs in, a run folder and its
+summary out. loss_curves.png is redrawn after every epoch as long as the redraws stay within
+`TrainConfig.curves_budget` of the training time, so with epochs of a second or more it is
+redrawn every epoch; with very short epochs some redraws are skipped. The last epoch of a run,
+and the epoch at which a run fails, are always drawn.
 """
 from __future__ import annotations
 
-import ast
+import copy
 import json
-import random
 import time
 from pathlib import Path
 
@@ -22,42 +22,24 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .atomic import atomic_save, atomic_write_text
-from .config import RUNTIME_FIELDS, AudioConfig, ModelConfig, TrainConfig
-from .data import ClipDataset, collate_clips
+from .config import AudioConfig, ModelConfig, TrainConfig
+from .data import ClipDataset, Dataset, collate_clips
 from .early_stopping import EarlyStopping
 from .losses import DistillationLoss
 from .metrics import classification_metrics
 from .models import ClipClassifier
+from .run_folders import ON_CONFLICT, check_same_config, place_run, run_config
+from .seeding import rng_state, seed_everything, set_rng_state
 
 # What a first loss_curves.png redraw is assumed to cost before one has been timed (seconds).
 FIRST_DRAW_GUESS_S = 0.15
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The torch device `TrainConfig.device` names; "auto" is CUDA when there is one, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-        "python": repr(random.getstate()),
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
-    random.setstate(ast.literal_eval(state["python"]))
 
 
 def _random_segments(mask: torch.Tensor) -> torch.Tensor:
@@ -89,12 +71,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.audio, self.model_cfg = audio, model_cfg
         self.device = pick_device(cfg.device)
+        # the data was checked where it was loaded: no per-batch checks (each one is a device sync)
         self.loss_fn = DistillationLoss(cfg.alpha, cfg.temperature, class_weights=(
-            torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None))
-        self.config = {
-            "train": cfg.to_dict(), "audio": audio.to_dict(), "model": model_cfg.to_dict(),
-            "n_train": len(train_set), "n_val": len(val_set), **(extra_config or {}),
-        }
+            torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None), validate=False)
+        self.config = run_config(cfg, audio, model_cfg, len(train_set), len(val_set), extra_config)
 
     # -- one pass -------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool, epoch: int) -> DataLoader:
@@ -102,8 +82,10 @@ class Trainer:
         return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, generator=gen,
                           collate_fn=collate_clips, num_workers=self.cfg.num_workers)
 
-    def _run_epoch(self, dataset, train: bool, epoch: int, optimizer=None) -> dict:
-        self.model.train(train)
+    def _run_epoch(self, model: ClipClassifier, dataset, train: bool, epoch: int, optimizer=None) -> dict:
+        """One pass of `model` over `dataset`, training when `train`: the mean loss terms and, on validation,
+        the metrics."""
+        model.train(train)
         sums = {"total": 0.0, "soft": 0.0, "hard": 0.0}
         n = n_soft = 0
         labels, probs = [], []
@@ -112,40 +94,16 @@ class Trainer:
                    disable=not self.cfg.progress)
         amp = self.cfg.amp and self.device.type == "cuda"
         for batch in bar:
-            feats = batch["features"].to(self.device)
-            mask = batch["segment_mask"].to(self.device)
-            hard = batch["label"].to(self.device)
-            soft, soft_mask = batch["soft_clip"].to(self.device), batch["soft_clip_mask"].to(self.device)
-            seg_soft, seg_soft_mask = batch["soft_segment"].to(self.device), batch["soft_segment_mask"].to(self.device)
-            if self.cfg.soft_target == "segment":  # a segment without its own teacher label takes the clip's
-                fill = ~seg_soft_mask & soft_mask.unsqueeze(1)
-                seg_soft = torch.where(fill.unsqueeze(-1), soft.unsqueeze(1).expand_as(seg_soft), seg_soft)
-                seg_soft_mask = seg_soft_mask | fill
-            if train and self.cfg.random_segment:  # one segment per clip: it stands for the clip
-                rows, pick = torch.arange(feats.shape[0], device=self.device), _random_segments(mask)
-                feats, mask = feats[rows, pick].unsqueeze(1), mask.new_ones(feats.shape[0], 1)
-                if self.cfg.soft_target == "segment":
-                    soft, soft_mask = seg_soft[rows, pick], seg_soft_mask[rows, pick]
-                    seg_soft, seg_soft_mask = soft.unsqueeze(1), soft_mask.unsqueeze(1)
-            if train and (self.cfg.freq_mask or self.cfg.time_mask):
-                feats = spec_augment(feats, self.cfg.freq_mask, self.cfg.time_mask)
+            feats, mask, hard, soft, soft_target = self._batch(batch, train)
             with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                logits, seg_logits = self.model(feats, mask)
-                parts = self.loss_fn(logits.float(), soft, hard, soft_mask=soft_mask, return_parts=True)
-                if self.cfg.soft_target == "segment" and not (train and self.cfg.random_segment):
-                    # the soft term matches every real segment to the teacher's label for that segment
-                    seg_hard = hard.unsqueeze(1).expand(mask.shape)[mask]
-                    soft_mask = seg_soft_mask[mask]
-                    seg = self.loss_fn(seg_logits[mask].float(), seg_soft[mask], seg_hard, soft_mask=soft_mask,
-                                       return_parts=True)
-                    a = self.loss_fn.alpha
-                    parts = {"soft": seg["soft"], "hard": parts["hard"],
-                             "total": a * seg["soft"] + (1 - a) * parts["hard"]}
+                logits, seg_logits = model(feats, mask)
+                parts = self.loss_fn.distill(logits, hard, soft["clip"], soft["clip_mask"], soft_target,
+                                             seg_logits, mask, soft["segment"], soft["segment_mask"])
             if train:
                 optimizer.zero_grad(set_to_none=True)
                 parts["total"].backward()
                 optimizer.step()
-            b, b_soft = hard.shape[0], int(soft_mask.sum())
+            b, b_soft = hard.shape[0], int(parts["soft_rows"])
             sums["total"] += parts["total"].item() * b
             sums["hard"] += parts["hard"].item() * b
             sums["soft"] += parts["soft"].item() * b_soft  # the soft term averages over rows with a teacher
@@ -164,6 +122,33 @@ class Trainer:
             out.update(metrics)
         return out
 
+    def _batch(self, batch: dict, train: bool) -> tuple:
+        """A collated batch on the device as the model and the loss take it: (features, segment mask,
+        hard labels, soft targets {"clip", "clip_mask", "segment", "segment_mask"}, soft_target mode).
+
+        A segment without its own teacher label takes its clip's. With random_segment in training one
+        segment per clip stands for the clip, and (soft_target "segment") its label is the clip's target.
+        """
+        dev, cfg = self.device, self.cfg
+        feats, mask, hard = batch["features"].to(dev), batch["segment_mask"].to(dev), batch["label"].to(dev)
+        soft, soft_mask = batch["soft_clip"].to(dev), batch["soft_clip_mask"].to(dev)
+        seg_soft, seg_soft_mask = batch["soft_segment"].to(dev), batch["soft_segment_mask"].to(dev)
+        mode = cfg.soft_target
+        if mode == "segment":
+            fill = ~seg_soft_mask & soft_mask.unsqueeze(1)
+            seg_soft = torch.where(fill.unsqueeze(-1), soft.unsqueeze(1).expand_as(seg_soft), seg_soft)
+            seg_soft_mask = seg_soft_mask | fill
+        if train and cfg.random_segment:
+            rows, pick = torch.arange(feats.shape[0], device=dev), _random_segments(mask)
+            feats, mask = feats[rows, pick].unsqueeze(1), mask.new_ones(feats.shape[0], 1)
+            if mode == "segment":
+                soft, soft_mask = seg_soft[rows, pick], seg_soft_mask[rows, pick]
+            mode = "clip"
+        if train and (cfg.freq_mask or cfg.time_mask):
+            feats = spec_augment(feats, cfg.freq_mask, cfg.time_mask)
+        return feats, mask, hard, {"clip": soft, "clip_mask": soft_mask, "segment": seg_soft,
+                                   "segment_mask": seg_soft_mask}, mode
+
     # -- the loop ---------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         """Train until early stopping or `epochs`; returns the summary also written to result.json."""
@@ -179,13 +164,13 @@ class Trainer:
 
         last = run / "last.pt"
         if resume and last.exists():
-            self._check_same_config(run / "config.json")
+            check_same_config(run / "config.json", self.config)
             state = torch.load(last, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             early.load_state_dict(state["early_stopping"])
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             history = list(state["history"])
             start_epoch = int(state["epoch"]) + 1
             if state.get("finished"):
@@ -215,9 +200,9 @@ class Trainer:
         for epoch in epochs:
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            tr = self._run_epoch(self.train_set, True, epoch, optimizer)
-            with torch.no_grad():
-                va = self._run_epoch(self.val_set, False, epoch)
+            tr = self._run_epoch(self.model, self.train_set, True, epoch, optimizer)
+            with torch.no_grad():  # validated as it will be used: a copy with BatchNorm folded into the convs
+                va = self._run_epoch(copy.deepcopy(self.model).fuse(), self.val_set, False, epoch)
             scheduler.step(va["total"])
             stop = early.step(va["total"])
             row = {"epoch": epoch + 1, "lr": lr,
@@ -231,7 +216,7 @@ class Trainer:
             atomic_save({
                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "early_stopping": early.state_dict(),
-                "rng": _rng_state(), "epoch": epoch, "history": history, "finished": finished,
+                "rng": rng_state(), "epoch": epoch, "history": history, "finished": finished,
             }, last)
             self._write_history(history, final=finished)
             epochs.set_postfix(val_loss=f"{va['total']:.4f}", f1=f"{va['macro_f1']:.3f}", lr=f"{lr:.1e}")
@@ -239,17 +224,6 @@ class Trainer:
                 break
 
     # -- outputs ----------------------------------------------------------------------------
-    def _check_same_config(self, path: Path) -> None:
-        if not path.exists():
-            return
-        old = json.loads(path.read_text())
-        new = json.loads(json.dumps(self.config, default=str))
-        strip = lambda c: {**c, "train": {k: v for k, v in c.get("train", {}).items() if k not in RUNTIME_FIELDS}}
-        if strip(old) != strip(new):
-            diff = sorted(k for k in set(old) | set(new) if strip(old).get(k) != strip(new).get(k))
-            raise ValueError(f"{path}: cannot resume, the run was started with a different configuration "
-                             f"(differs in {diff}); use another run name or resume=False")
-
     def _write_history(self, history: list[dict], final: bool) -> None:
         df = pd.DataFrame(history)
         atomic_write_text(df.to_csv(index=False, float_format="%.6g"), self.run_dir / "history.csv")
@@ -290,20 +264,32 @@ class Trainer:
         return result
 
 
-def train_run(run_dir, manifest, features: dict, soft_labels, cfg: TrainConfig, audio: AudioConfig,
-              model_cfg: ModelConfig, resume: bool = True, extra_config: dict | None = None) -> dict:
-    """Seed, build the model, train on the train split, validate on val; returns the run's summary.
+def train_run(run_dir, data: Dataset, cfg: TrainConfig, audio: AudioConfig, model_cfg: ModelConfig,
+              resume: bool = True, extra_config: dict | None = None, on_conflict: str = "raise") -> dict:
+    """Seed, build the model, train on `data`'s train split, validate on its val split; returns the
+    run's summary (also in result.json; "run_dir" is where it trained).
 
-    Soft labels are restricted to train and val clips first, so a test clip's teacher
-    label can never reach training.
+    Soft labels are restricted to train and val clips first, so a test clip's teacher label can
+    never reach training. `extra_config` adds entries to config.json. With `resume`, a run left in
+    `run_dir` continues (or, finished, returns its summary); when that run was trained with other
+    settings, `on_conflict` says what happens: "raise" a ValueError, or "new": leave it untouched and
+    train in `<run_dir>-<hash of the settings>` beside it (see run_folders.place_run); the summary's
+    "note" then says so, and is printed.
     """
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict={on_conflict!r}; expected one of {ON_CONFLICT}")
     seed_everything(cfg.seed)
     model = ClipClassifier(audio, model_cfg)
-    train_m, val_m = manifest.split("train"), manifest.split("val")
+    train_m, val_m = data.split("train"), data.split("val")
     if len(train_m) == 0 or len(val_m) == 0:
         raise ValueError(f"need train and val clips, got {len(train_m)} train and {len(val_m)} val")
-    if soft_labels is not None:
-        soft_labels = soft_labels.restrict(list(train_m.clip_ids) + list(val_m.clip_ids))
-    trainer = Trainer(model, ClipDataset(train_m, features, soft_labels), ClipDataset(val_m, features, soft_labels),
-                      cfg, run_dir, audio, model_cfg, extra_config)
-    return trainer.fit(resume=resume)
+    soft = data.soft.restrict(list(train_m.clip_ids) + list(val_m.clip_ids)) if data.soft is not None else None
+    train_set, val_set = ClipDataset(train_m, data.features, soft), ClipDataset(val_m, data.features, soft)
+    run_dir, note = Path(run_dir), None
+    if resume and on_conflict == "new":
+        config = run_config(cfg, audio, model_cfg, len(train_set), len(val_set), extra_config)
+        run_dir, note = place_run(run_dir, config, cfg, audio, model_cfg, data.key)
+        if note:
+            print(note)
+    result = Trainer(model, train_set, val_set, cfg, run_dir, audio, model_cfg, extra_config).fit(resume=resume)
+    return {**result, "note": note} if note else result

@@ -1,5 +1,6 @@
-"""Tests for mark2_lib.data: labels.csv, soft labels, the feature cache and the dataset."""
+"""Tests for mark2_lib.data: labels.csv, soft labels, the feature cache, the dataset and open_dataset."""
 import csv
+import hashlib
 import os
 import pickle
 
@@ -277,7 +278,9 @@ def test_soft_labels_probabilities_and_segments(tmp_path):
     assert sorted(s.segment["a"]) == [0, 2] and "b" not in s.segment
     np.testing.assert_allclose(s.segment["a"][2], [0.9, 0.1])
     assert s.teachers == ["t"] and s.source == [str(f)]
-    assert s.has_clip("a") and not s.has_clip("zzz")
+    np.testing.assert_allclose(s.p_noise(["b", "a"]), [0, 0.75])
+    with pytest.raises(DataError, match=r"no clip-level soft label for 1 of 2 clips, e.g. \['zzz'\]"):
+        s.p_noise(["a", "zzz"])
     r = s.restrict(["b"])
     assert list(r.clip) == ["b"] and r.segment == {}
 
@@ -521,6 +524,42 @@ def test_segment_label_past_the_clip_end(dataset, tmp_path):
     soft = data.load_soft_labels(write_csv(tmp_path / "bad.csv", SOFT, [["c0", 1, "", 0.5, 0.5]]), m)
     with pytest.raises(DataError, match=r"clip_id 'c0' has a label for segment 1 but the clip has 1 segment"):
         data.ClipDataset(m, dataset.features, soft)
+
+
+# ----------------------------------------------------------------------------- a data folder in memory
+
+def test_open_dataset_holds_everything_and_keeps_its_key(folder, tmp_path):
+    """The key names exactly this data (labels.csv, soft labels, front end): run names hash it, so its
+    recipe must never change, or finished runs would no longer be found."""
+    labels = folder(6, splits=["train", "train", "val", "val", "test", "test"])
+    soft_csv = data.write_soft_labels(folder.root / "soft_labels.csv", [f"c{i}" for i in range(6)],
+                                      np.linspace(0.1, 0.6, 6))
+    ds = data.open_dataset(folder.root, CFG, tmp_path / "cache", progress=False)
+    assert isinstance(ds, data.Dataset) and ds.truth is None
+    assert ds.manifest.clip_ids == [f"c{i}" for i in range(6)] and set(ds.features) == set(ds.manifest.clip_ids)
+    assert ds.split("val").clip_ids == ["c2", "c3"]
+    np.testing.assert_allclose(ds.teacher_p_noise(["c4", "c0"]), [0.5, 0.1])
+    recipe = "|".join([CFG.key(), data.file_sha1(labels), data.file_sha1(soft_csv)])
+    assert ds.key == hashlib.sha1(recipe.encode()).hexdigest()[:12]
+
+    # other soft labels by path; truth.csv when the folder has one
+    other = data.write_soft_labels(tmp_path / "other.csv", ["c0"], [0.9])
+    write_csv(folder.root / "truth.csv", ["clip_id", "noise_type"], [["c0", "white"]])
+    ds2 = data.open_dataset(folder.root, CFG, tmp_path / "cache", soft_labels_csv=[other], progress=False)
+    assert ds2.soft.source == [str(other)] and ds2.key != ds.key
+    assert ds2.truth.to_dict("records") == [{"clip_id": "c0", "noise_type": "white"}]
+    assert data.load_truth(folder.root).equals(ds2.truth) and data.load_truth(tmp_path) is None
+    with pytest.raises(DataError, match="no clip-level soft label"):
+        ds2.teacher_p_noise(["c1"])
+
+
+def test_dataset_without_a_folder(folder, tmp_path):
+    """A Dataset from a manifest and features alone (a teacher's pool): no soft labels, truth or key."""
+    m = data.load_labels(folder(2))
+    ds = data.Dataset(m, data.FeatureCache(tmp_path / "cache", CFG).features(m, progress=False))
+    assert ds.soft is None and ds.truth is None and ds.key == ""
+    with pytest.raises(DataError, match="no soft labels"):
+        ds.teacher_p_noise(m.clip_ids)
 
 
 # ----------------------------------------------------------------------------- synth round trip

@@ -1,4 +1,4 @@
-"""Tests for mark2_lib.evaluate: the KD report's gap recovery and the speed table's audio."""
+"""Tests for mark2_lib.evaluate (gap recovery, breakdowns, ECE) and mark2_lib.timing (the speed table)."""
 from pathlib import Path
 
 import numpy as np
@@ -7,17 +7,10 @@ import pytest
 import torch
 
 from mark2_lib.data import Manifest
-from mark2_lib.evaluate import (
-    breakdown,
-    gap_recovery,
-    join_clips,
-    mean_std_table,
-    realtime_factors,
-    speed_audio,
-    speed_table,
-)
+from mark2_lib.evaluate import breakdown, gap_recovery, mean_std_table
 from mark2_lib.metrics import ece_floor, expected_calibration_error
 from mark2_lib.models import WaveformClassifier, build_model
+from mark2_lib.timing import join_clips, pass_times, speed_audio, speed_table
 
 SR = 16000
 
@@ -51,22 +44,23 @@ def test_gap_recovery_and_mean_std_table():
 def test_speed_table_has_one_row_per_model_with_positive_speed():
     torch.manual_seed(0)
     net = build_model("student")
-    model = WaveformClassifier(net.audio, net).eval()
+    trained_parameters = sum(p.numel() for p in net.parameters())
+    model = WaveformClassifier(net.audio, net).fuse()  # as load_classifier returns it
     waves = join_clips([0.1 * np.random.default_rng(0).standard_normal(4 * SR)], SR, seconds=2.0)
     table = speed_table({"student": model}, waves, SR)
     assert list(table.index) == ["student"]
-    assert table.loc["student", "parameters"] == sum(p.numel() for p in net.parameters())
+    assert table.loc["student", "parameters"] == trained_parameters  # BatchNorm's, folded away, still count
     assert table.loc["student", "x real time"] > 0 and table.loc["student", "M MACs / s audio"] > 0
 
 
 def test_speed_table_ratio_is_the_median_of_per_round_ratios(monkeypatch):
-    from mark2_lib import evaluate
+    from mark2_lib import timing
 
     nets = {"student": build_model("student"), "teacher": build_model("teacher")}
     models = {k: WaveformClassifier(n.audio, n).eval() for k, n in nets.items()}
     # round 2 ran under load for both: its ratio (4) is the middle one; medians alone would say 10 / 2 = 5
     times = {"student": [1.0, 3.0, 2.0], "teacher": [2.0, 12.0, 10.0]}
-    monkeypatch.setattr(evaluate, "pass_times", lambda models, waves: {k: times[k] for k in models})
+    monkeypatch.setattr(timing, "pass_times", lambda models, waves: {k: times[k] for k in models})
     table = speed_table(models, torch.zeros(2, 4 * SR), SR)
     assert table.loc["student", "x faster than teacher"] == 4.0 and table.loc["teacher", "x faster than teacher"] == 1.0
     assert table.loc["student", "x real time"] == pytest.approx(8 / 2.0) and table.loc["teacher", "x real time"] == pytest.approx(8 / 10.0)
@@ -87,13 +81,14 @@ class _Sleeper(torch.nn.Module):
         return x
 
 
-def test_realtime_factors_take_turns_and_repeat_short_passes():
+def test_pass_times_take_turns_and_repeat_short_passes():
     log = []
     models = {"fast": _Sleeper("fast", 0.002, log), "slow": _Sleeper("slow", 0.06, log)}
-    waves = torch.zeros(4, 1000)  # 4 s at 1 kHz, 2 batches of 2: a pass is 2 calls
-    speed = realtime_factors(models, waves, sample_rate=1000, batch_size=2, repeats=3, min_time=0.1)
-    assert speed["slow"] == pytest.approx(4 / 0.12, rel=0.3)
-    assert speed["fast"] == pytest.approx(4 / 0.004, rel=0.5)
+    waves = torch.zeros(4, 1000)  # 2 batches of 2: a pass is 2 calls
+    times = pass_times(models, waves, batch_size=2, repeats=3, min_time=0.1)
+    assert [len(t) for t in times.values()] == [3, 3]  # one time per round
+    assert float(np.median(times["slow"])) == pytest.approx(0.12, rel=0.3)
+    assert float(np.median(times["fast"])) == pytest.approx(0.004, rel=0.5)
     rounds = log[4:]  # after one warm-up pass each: fast passes back to back, then one slow pass, per round
     assert rounds.count("slow") == 3 * 2 and rounds.count("fast") >= 3 * 2 * 5
     assert [name for i, name in enumerate(rounds) if i == 0 or rounds[i - 1] != name] == ["fast", "slow"] * 3
@@ -149,3 +144,24 @@ def test_speed_audio_caps_length_and_total():
     assert short.shape == (1, 6 * SR)
     with pytest.raises(ValueError, match="no audio"):
         speed_audio([np.zeros(0)], SR)
+
+
+def test_predict_features_scores_an_unfused_model_through_a_fused_copy():
+    """A model in training is scored as deployment would (BatchNorm folded) and left as it was."""
+    from mark2_lib.config import AudioConfig, ModelConfig
+    from mark2_lib.evaluate import predict_features
+
+    audio_cfg = AudioConfig(n_mels=16)
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(stem_channels=4, channels=(6,), head_hidden=5), audio_cfg).train()
+    rng = np.random.default_rng(0)
+    features = {f"c{i}": rng.normal(-40, 10, (n, 16, audio_cfg.n_frames)).astype(np.float32)
+                for i, n in enumerate([3, 1, 2])}
+    manifest = Manifest(Path("."), pd.DataFrame({"clip_id": list(features), "label": [0, 1, 1]}))
+    pred = predict_features(net, manifest, features, batch_size=2)
+    assert net.training and not net.encoder.fused
+    assert [len(p) for p in pred["segment_p_noise"]] == [3, 1, 2] and pred["logits"].shape == (3, 2)
+    with torch.no_grad():
+        for i, x in enumerate(features.values()):
+            clip, _ = net.eval()(torch.from_numpy(x)[None], torch.ones(1, len(x), dtype=torch.bool))
+            np.testing.assert_allclose(pred["logits"][i], clip[0].numpy(), atol=1e-5)

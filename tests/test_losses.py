@@ -318,3 +318,92 @@ def test_sum_tolerance_is_1e_3():
     assert math.isfinite(DistillationLoss()(logits, ok, y).item())
     with pytest.raises(ValueError, match="soft_targets"):
         DistillationLoss()(logits, bad, y)
+
+
+# ---------------------------------------------------------------- the trainer's objective (distill)
+
+def make_segment_batch(b=5, s=4, seed=20):
+    """Clip and segment logits of b clips with 1..s real segments, teacher targets with some rows unlabelled."""
+    g = torch.Generator().manual_seed(seed)
+    n_real = torch.randint(1, s + 1, (b,), generator=g)
+    seg_mask = torch.arange(s)[None] < n_real[:, None]
+    seg_logits = torch.randn(b, s, 2, generator=g, dtype=torch.float64) * 2
+    clip_logits = torch.randn(b, 2, generator=g, dtype=torch.float64) * 2
+    seg_p = torch.softmax(torch.randn(b, s, 2, generator=g, dtype=torch.float64) * 2, dim=-1)
+    clip_p = torch.softmax(torch.randn(b, 2, generator=g, dtype=torch.float64) * 2, dim=-1)
+    seg_soft_mask = seg_mask & (torch.rand(b, s, generator=g) < 0.7)
+    seg_soft_mask[0, 0] = True  # at least one labelled segment
+    clip_soft_mask = torch.rand(b, generator=g) < 0.8
+    clip_soft_mask[0] = True
+    y = torch.randint(0, 2, (b,), generator=g)
+    return clip_logits, seg_logits, seg_mask, clip_p, clip_soft_mask, seg_p, seg_soft_mask, y
+
+
+@pytest.mark.parametrize("alpha,T", [(0.0, 4.0), (0.7, 4.0), (0.5, 2.0), (1.0, 1.0)])
+def test_distill_segment_mode_matches_reference(alpha, T):
+    """soft_target="segment": the KL term over every labelled real segment, the CE term per clip,
+    total = alpha * soft + (1 - alpha) * hard."""
+    clip_logits, seg_logits, seg_mask, clip_p, clip_m, seg_p, seg_m, y = make_segment_batch()
+    parts = DistillationLoss(alpha=alpha, temperature=T).distill(
+        clip_logits, y, clip_p, clip_m, "segment", seg_logits, seg_mask, seg_p, seg_m)
+    rows = seg_m & seg_mask
+    want_soft = ref_soft(seg_logits[rows], seg_p[rows], T)
+    want_hard = ref_hard(clip_logits, y)
+    torch.testing.assert_close(parts["soft"], want_soft, rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(parts["hard"], want_hard, rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(parts["total"], alpha * want_soft + (1 - alpha) * want_hard, rtol=1e-5, atol=1e-10)
+    assert int(parts["soft_rows"]) == int(rows.sum())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_distill_clip_mode_is_the_plain_loss_on_clip_logits(alpha):
+    clip_logits, seg_logits, seg_mask, clip_p, clip_m, seg_p, seg_m, y = make_segment_batch(seed=21)
+    loss = DistillationLoss(alpha=alpha, temperature=2.0)
+    parts = loss.distill(clip_logits, y, clip_p, clip_m, "clip", seg_logits, seg_mask, seg_p, seg_m)
+    plain = loss(clip_logits, clip_p, y, soft_mask=clip_m, return_parts=True)
+    for k in plain:
+        assert torch.equal(parts[k], plain[k]), k
+    torch.testing.assert_close(parts["soft"], ref_soft(clip_logits[clip_m], clip_p[clip_m], 2.0), rtol=1e-5, atol=1e-10)
+    assert int(parts["soft_rows"]) == int(clip_m.sum())
+    with pytest.raises(ValueError, match="soft_target"):
+        loss.distill(clip_logits, y, clip_p, clip_m, "frame")
+
+
+def test_distill_keeps_float64_and_upcasts_bfloat16():
+    clip_logits, seg_logits, seg_mask, clip_p, clip_m, seg_p, seg_m, y = make_segment_batch(seed=23)
+    loss = DistillationLoss()
+    assert loss.distill(clip_logits, y, clip_p, clip_m, "segment", seg_logits, seg_mask, seg_p,
+                        seg_m)["total"].dtype == torch.float64
+    assert loss.distill(clip_logits.bfloat16(), y, clip_p.float(), clip_m, "segment", seg_logits.bfloat16(),
+                        seg_mask, seg_p.float(), seg_m)["total"].dtype == torch.float32
+
+
+def test_distill_gradient_reaches_segment_and_clip_logits():
+    clip_logits, seg_logits, seg_mask, clip_p, clip_m, seg_p, seg_m, y = make_segment_batch(seed=22)
+    z, s = clip_logits.clone().requires_grad_(), seg_logits.clone().requires_grad_()
+    DistillationLoss(alpha=0.6, temperature=3.0).distill(z, y, clip_p, clip_m, "segment", s, seg_mask, seg_p,
+                                                          seg_m)["total"].backward()
+    zr, sr = clip_logits.clone().requires_grad_(), seg_logits.clone().requires_grad_()
+    rows = seg_m & seg_mask
+    (0.6 * ref_soft(sr[rows], seg_p[rows], 3.0) + 0.4 * ref_hard(zr, y)).backward()
+    torch.testing.assert_close(z.grad, zr.grad, rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(s.grad, sr.grad, rtol=1e-5, atol=1e-10)
+    assert (s.grad[~rows] == 0).all()  # unlabelled and padded segments get no gradient
+
+
+# ---------------------------------------------------------------- validation on and off
+
+def test_validate_false_skips_the_checks_and_gives_the_same_numbers():
+    logits, p, y = make_batch(8, seed=13, dtype=torch.float32)
+    checked, unchecked = DistillationLoss(alpha=0.4, temperature=3.0), DistillationLoss(0.4, 3.0, validate=False)
+    assert checked.validate and not unchecked.validate and "validate=False" in repr(unchecked)
+    a, b = checked(logits, p, y, return_parts=True), unchecked(logits, p, y, return_parts=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    bad = p.clone()
+    bad[0] = torch.tensor([0.5, 0.6])  # rows must sum to 1
+    with pytest.raises(ValueError, match="soft_targets"):
+        checked(logits, bad, y)
+    with pytest.raises(ValueError, match="hard_targets"):
+        checked(logits, p, y.float())
+    assert torch.isfinite(unchecked(logits, bad, y))  # not checked: the caller vouches for its data

@@ -1,4 +1,6 @@
-"""Tests for mark2_lib.models: shapes, padding, pooling, size, MACs, waveform wrapper, TorchScript, loading."""
+"""Tests for mark2_lib.models: shapes, padding, pooling, size, MACs, BatchNorm fusion, waveform wrapper,
+TorchScript, loading."""
+import copy
 import json
 import os
 import pickle
@@ -20,10 +22,9 @@ from mark2_lib.models import (
     ClipClassifier,
     WaveformClassifier,
     build_model,
-    count_parameters,
     load_classifier,
-    macs_per_second,
 )
+from mark2_lib.timing import count_parameters, macs_per_second
 
 AUDIO = AudioConfig()  # segment framing, 64 bands (the teacher's front end)
 CLIP_AUDIO = audio_config("student")  # clip framing, 32 bands
@@ -123,6 +124,7 @@ def test_padding_never_reaches_batchnorm_statistics_in_training():
 def test_student_is_at_least_20x_smaller_than_teacher():
     student, teacher = count_parameters(build_model("student")), count_parameters(build_model("teacher"))
     assert student * 20 <= teacher, (student, teacher)
+    assert count_parameters(build_model("student").fuse()) == student  # counted as trained, BatchNorm included
 
 
 def test_each_size_has_its_front_end_with_the_same_segments():
@@ -138,8 +140,8 @@ def test_each_size_has_its_front_end_with_the_same_segments():
 
 
 def unfolded_segment_logits(model: ClipClassifier, x: torch.Tensor) -> torch.Tensor:
-    """Eval-mode segment logits with every BatchNorm run as its own module (no folding), level norm and
-    stats pooling written out with torch's own mean and variance."""
+    """Eval-mode segment logits of an unfused model, every module called by hand, level norm and stats
+    pooling written out with torch's own mean and variance."""
     enc = model.encoder
     if enc.level_norm:
         x = x - x.reshape(x.shape[0], -1).mean(dim=1).reshape(-1, 1, 1)
@@ -154,16 +156,37 @@ def unfolded_segment_logits(model: ClipClassifier, x: torch.Tensor) -> torch.Ten
 
 
 @pytest.mark.parametrize("size", ["student", "teacher"])
-def test_eval_mode_folds_batchnorm_without_changing_the_result(size):
+def test_fuse_folds_batchnorm_once_without_changing_the_result(size):
     model = make_model(model_config(size))
     x = segments(6, seed=1)
+    fused = copy.deepcopy(model).fuse()
+    assert fused.encoder.fused and not model.encoder.fused
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.encoder.modules())  # folded: gone
     with torch.no_grad():
-        folded, _ = model.segment_forward(x)
-        torch.testing.assert_close(folded, unfolded_segment_logits(model, x), atol=1e-4, rtol=1e-4)
-    model.train()  # training mode runs the BatchNorm modules (batch statistics), not the fold
+        reference = unfolded_segment_logits(model, x)
+        torch.testing.assert_close(model.segment_forward(x)[0], reference, atol=1e-5, rtol=1e-5)  # eval, unfused
+        torch.testing.assert_close(fused.segment_forward(x)[0], reference, atol=1e-5, rtol=1e-5)
+    assert fused.fuse() is fused  # fusing twice changes nothing
+    with pytest.raises(RuntimeError, match="inference only"):
+        fused.train()
+    with pytest.raises(RuntimeError, match="eval"):
+        build_model(size).encoder.fuse()  # training mode: no running statistics to fold yet
+    model.train()  # training mode runs the BatchNorm modules (batch statistics)
     before = model.encoder.stem[1].running_mean.clone()
     model.segment_forward(x)
     assert not torch.equal(model.encoder.stem[1].running_mean, before)
+
+
+def test_state_dict_keys_are_those_of_saved_runs():
+    """encoder.pt and head.pt hold these keys: runs saved by earlier versions must keep loading."""
+    model = ClipClassifier(AUDIO, ModelConfig(**{**SMALL.to_dict(), "pooling": "attention"}))
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    blocks = [f"blocks.{i}.{name}" for i in (0, 1) for name in
+              ["depthwise.weight", *(f"bn1.{k}" for k in bn), "pointwise.weight", *(f"bn2.{k}" for k in bn)]]
+    assert list(model.encoder.state_dict()) == ([f"input_norm.{k}" for k in bn] + ["stem.0.weight"]
+                                                + [f"stem.1.{k}" for k in bn] + blocks)
+    assert list(model.head.state_dict()) == ["net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias",
+                                             "attention.weight", "attention.bias"]
 
 
 def test_macs_per_second_matches_hand_count():
@@ -183,6 +206,7 @@ def test_macs_per_second_matches_hand_count():
     assert macs_per_second(model.eval()) == pytest.approx(per_segment * 4)  # the model's own front end by default
     assert not model.training  # counted on a copy: the model's mode and statistics are untouched
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert macs_per_second(model.fuse()) == pytest.approx(per_segment * 4)  # the fused stem is counted too
 
 
 # ----------------------------------------------------------------------------- waveform in
@@ -190,9 +214,13 @@ def test_macs_per_second_matches_hand_count():
 @pytest.mark.parametrize("n_samples", [7000, AUDIO.segment_samples, AUDIO.segment_samples + 8000 + 123, 40000])
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
 @pytest.mark.parametrize("audio_cfg", [AUDIO, CLIP_AUDIO], ids=["segment", "clip"])
-def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, pooling, audio_cfg):
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, pooling, audio_cfg, fused):
+    """Fused with clip framing, the wrapper reads the clip's frames once (`forward_clip_frames`); else per segment."""
     model = make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}), audio_cfg=audio_cfg)
-    wrapped = WaveformClassifier(audio_cfg, model).eval()
+    wrapped = WaveformClassifier(audio_cfg, copy.deepcopy(model)).eval()
+    if fused:
+        wrapped.fuse()
     g = torch.Generator().manual_seed(n_samples)
     waves = 0.1 * torch.randn(2, n_samples, generator=g)
     with torch.no_grad():
@@ -209,30 +237,38 @@ def test_waveform_classifier_equals_clip_classifier_on_clip_features(n_samples, 
 @pytest.mark.parametrize("n_mels", [5, 6])
 @pytest.mark.parametrize("hop_length,hop_seconds", [(8, 0.016), (4, 0.02), (4, 0.012), (10, 0.04)])
 def test_clip_frames_path_equals_the_per_segment_encoder(n_mels, hop_length, hop_seconds):
-    """Eval with clip framing reads the clip's frames once (Encoder.forward_clip_frames); every segment must
-    come out as the per-segment encoder makes it, zero padding at its edges included: odd and even frame
-    counts (6, 11, 5 frames), odd and even steps between segments, odd and even band counts."""
+    """A fused model with clip framing reads the clip's frames once (Encoder.forward_clip_frames); every
+    segment must come out as the per-segment encoder makes it, zero padding at its edges included: odd and
+    even frame counts (6, 11, 5 frames), odd and even steps between segments, odd and even band counts."""
     cfg = AudioConfig(sample_rate=1000, segment_seconds=0.04, hop_seconds=hop_seconds, n_fft=16, win_length=16,
                       hop_length=hop_length, n_mels=n_mels, f_min=0.0, f_max=500.0, framing="clip")
     model = make_model(SMALL, audio_cfg=cfg)
-    wrapped = WaveformClassifier(cfg, model).eval()
+    wrapped = WaveformClassifier(cfg, copy.deepcopy(model)).fuse()
     waves = torch.randn(3, 111, generator=torch.Generator().manual_seed(hop_length))
     with torch.no_grad():
         feats = wrapped.features(waves)                                   # [3, S, n_mels, n_frames]
-        want = model.encoder(feats.reshape((-1,) + feats.shape[2:]))
-        got = model.encoder.forward_clip_frames(wrapped.logmel.clip_frames(waves), wrapped.frame_step, cfg.n_frames)
+        want = model.encoder(feats.reshape((-1,) + feats.shape[2:]))      # unfused, per segment
+        frames = wrapped.logmel.clip_frames(waves)
+        got = wrapped.model.encoder.forward_clip_frames(frames, wrapped.frame_step, cfg.n_frames)
         assert feats.shape[1] >= 3
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(wrapped.model.encoder(feats.reshape((-1,) + feats.shape[2:])), want,
+                                   atol=1e-5, rtol=1e-5)  # the fused per-segment path
         _, seg_logits = wrapped.segment_and_clip_logits(waves)
+    with pytest.raises(RuntimeError, match="fuse"):
+        model.encoder.forward_clip_frames(frames, wrapped.frame_step, cfg.n_frames)  # unfused: no folded stem
     torch.testing.assert_close(seg_logits, model.head(want.flatten(1)).reshape(3, -1, 2), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("audio_cfg", [AUDIO, CLIP_AUDIO], ids=["segment", "clip"])
-def test_torchscript_matches_eager(pooling, audio_cfg):
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+def test_torchscript_matches_eager(pooling, audio_cfg, fused):
     model = make_model(ModelConfig(**{**SMALL.to_dict(), "pooling": pooling}), audio_cfg=audio_cfg)
     wrapped = WaveformClassifier(audio_cfg, model).eval()
+    if fused:  # as export.py scripts it
+        wrapped.fuse()
     scripted = torch.jit.script(wrapped)
     for n in (9000, 16000, 37000):
         waves = 0.1 * torch.randn(3, n, generator=torch.Generator().manual_seed(n))
@@ -268,10 +304,12 @@ def test_load_classifier_restores_config_and_weights(tmp_path):
     model = make_model(cfg, seed=5)
     _write_run(tmp_path, model, cfg)
     loaded = load_classifier(tmp_path)
-    assert not loaded.training and not loaded.model.training
+    assert not loaded.training and not loaded.model.training and loaded.model.encoder.fused
     waves = 0.1 * torch.randn(2, 30000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(loaded(waves), WaveformClassifier(AUDIO, model).eval()(waves))
+        unfused = WaveformClassifier(AUDIO, model).eval()(waves)
+        torch.testing.assert_close(loaded(waves), unfused, atol=1e-5, rtol=1e-5)
+        assert torch.equal(loaded(waves), WaveformClassifier(AUDIO, model).fuse()(waves))  # the same fold
 
 
 def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
@@ -291,7 +329,7 @@ def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
     assert not loaded.model.encoder.level_norm and not loaded.model.encoder.stats_pooling
     waves = 0.1 * torch.randn(2, 24000, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert torch.equal(loaded(waves), WaveformClassifier(AUDIO, old).eval()(waves))
+        torch.testing.assert_close(loaded(waves), WaveformClassifier(AUDIO, old).eval()(waves), atol=1e-5, rtol=1e-5)
     config["audio"]["window"] = "hann"
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json.*unknown AudioConfig fields: \['window'\]"):

@@ -1,8 +1,11 @@
-"""Every numbered notebook, executed through papermill with small parameters, in workbook order.
+"""Every numbered notebook, executed through papermill with small parameters, in workbook order,
+and the notebooks' training parameters against TrainConfig's defaults (parsed, not executed).
 
 Each test checks the artifacts its notebook must leave. A notebook that raises fails its
 test with papermill's report of the failing cell.
 """
+import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mark2_lib.config import TrainConfig
 from mark2_lib.workbook import run_notebook
 
 pytestmark = pytest.mark.notebook
@@ -30,8 +34,34 @@ def ws(tmp_path_factory):
     }
 
 
-def run(ws, name, cwd=NB, **params):
-    return run_notebook(NB / name, ws["out"] / name, {"progress": False, **params}, TIMEOUT, cwd=cwd)
+def run(ws, name, cwd=NB, out=None, **params):
+    return run_notebook(NB / name, ws["out"] / (out or name), {"progress": False, **params}, TIMEOUT, cwd=cwd)
+
+
+def printed(executed: Path) -> str:
+    """Everything the cells of an executed notebook printed."""
+    cells = json.loads(executed.read_text())["cells"]
+    return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []) if o["output_type"] == "stream")
+
+
+def parameters(notebook: Path) -> dict:
+    """The defaults of a notebook's parameters cell, by name."""
+    cell = next(c for c in json.loads(notebook.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    return {node.target.id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body
+            if isinstance(node, ast.AnnAssign)}
+
+
+def test_training_parameters_default_to_train_config():
+    """Every parameter of notebooks 03 and 05 named like a TrainConfig field (alpha, temperature, epochs,
+    patience, lr, batch_size, ...) has TrainConfig's default, so the two cannot drift apart. Only 03 and 05
+    are compared: 04's sweep deliberately trains short runs (lr 0.003, epochs 5, patience 3) to compare
+    alpha and T, and 02's teacher_* parameters are the teacher's own."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in ("03_train.ipynb", "05_evaluate.ipynb"):
+        mirrored = {k: v for k, v in parameters(NB / name).items() if k in defaults}
+        assert {"alpha", "temperature", "epochs", "patience", "lr", "batch_size"} <= set(mirrored), name
+        drift = {k: {"notebook": v, "TrainConfig": defaults[k]} for k, v in mirrored.items() if v != defaults[k]}
+        assert not drift, f"{name}: parameters that differ from TrainConfig's defaults: {drift}"
 
 
 def test_00_check_environment(ws):
@@ -70,6 +100,24 @@ def test_03_train_from_repo_root(ws):
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["alpha"] == 0.7 and config["train"]["temperature"] == 4.0
+
+
+def test_03_train_beside_a_run_with_other_settings(ws):
+    """After a change to the student, `make workbook` meets a run folder trained with other settings: notebook 03
+    leaves it untouched, trains in <run_name>-<hash> beside it, and says so."""
+    old = ws["runs"] / "changed"
+    params = dict(data_dir=str(ws["data"]), run_name=str(old), cache_dir=str(ws["cache"]), epochs=1)
+    run(ws, "03_train.ipynb", out="03_other_settings.ipynb", **params, alpha=0.5)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    run(ws, "03_train.ipynb", out="03_defaults.ipynb", **params)
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+    new = [p for p in ws["runs"].iterdir() if p.name.startswith("changed-")]
+    assert len(new) == 1 and (new[0] / "encoder.pt").exists() and (new[0] / "loss_curves.png").exists()
+    assert json.loads((new[0] / "config.json").read_text())["train"]["alpha"] == 0.7
+    text = printed(ws["out"] / "03_defaults.ipynb")
+    assert f"{old} holds a run trained with other settings (they differ in ['train'])" in text, text
+    assert "left untouched" in text and f"this run goes to {new[0]} (a new run)" in text, text
+    assert f"run folder: {new[0]}" in text, text
 
 
 def test_03_train_rejects_bad_alpha(ws):

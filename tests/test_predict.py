@@ -17,7 +17,7 @@ from mark2_lib.builders.synth import make_default_dataset
 from mark2_lib.cli import main
 from mark2_lib.config import AudioConfig, audio_config, model_config
 from mark2_lib.inference import predict, stream
-from mark2_lib.models import ClipClassifier, load_classifier
+from mark2_lib.models import ClipClassifier, WaveformClassifier, load_classifier
 
 CFG = audio_config("student")  # clip framing
 LEGACY = AudioConfig()         # segment framing, as runs saved before framing existed
@@ -148,13 +148,13 @@ def test_folder_recursion_sorted_case_insensitive(runs, tmp_path):
         write(root / rel, noise(1.3, seed=len(rel)))
     (root / "notes.txt").write_text("not audio")
     (tmp_path / "empty_dir").mkdir()
-    df, seg = predict.predict_folder(runs["mean"], root, progress=False)
+    df, seg = predict.predict_paths(runs["mean"], [root], progress=False)
     assert seg is None
     assert list(df["path"]) == [str(root / p) for p in ["a/deep/er/y.WAV", "a/x.flac", "b/z.wav", "c.Wav"]]
     assert (df["error"] == "").all() and df["p_noise"].between(0, 1).all()
     assert df["p_noise"].std() > 0.01  # the test model's scores depend on the input
     assert df.attrs["n_ignored"] == 1
-    assert "not audio" in predict.summarize(df)
+    assert "not audio" in predict.summary_text(df)
     df, _ = predict.predict_paths(runs["mean"], [tmp_path / "empty_dir"], progress=False)
     assert "no audio files" in df["error"][0]
 
@@ -200,6 +200,19 @@ def test_nan_late_in_a_streamed_file_fails_only_that_file(runs, clips, tmp_path)
     assert set(seg["path"]) == {str(clips[0]), str(clips[1])}  # no partial segments of the bad file
     for i in (0, 2):
         assert abs(df["p_noise"][i] - whole_file(runs["max"], df["path"][i])[0]) < 1e-5
+
+
+def test_an_unfused_model_is_scored_through_a_fused_copy(runs, clips):
+    """A WaveformClassifier fresh from training scores as its run does, and is left as it was."""
+    loaded = load_classifier(runs["attention"])
+    model = ClipClassifier(loaded.audio, loaded.model.config)
+    model.encoder.load_state_dict(torch.load(runs["attention"] / "encoder.pt", weights_only=True))
+    model.head.load_state_dict(torch.load(runs["attention"] / "head.pt", weights_only=True))
+    wrapped = WaveformClassifier(loaded.audio, model).train()
+    df, _ = predict.predict_paths(wrapped, clips[:2], progress=False)
+    assert wrapped.training and not model.encoder.fused
+    expected, _ = predict.predict_paths(loaded, clips[:2], progress=False)
+    np.testing.assert_allclose(df["p_noise"].to_numpy(float), expected["p_noise"].to_numpy(float), atol=1e-6)
 
 
 def test_44k1_stereo_file_is_resampled_and_mixed(runs, tmp_path):

@@ -124,7 +124,6 @@ def test_pool_splits_and_a_change_of_splits_rebuilds(tmp_path):
     assert sum(r["split"] == "test" for r in rows2) / 40 == pytest.approx(0.4, abs=0.05)
     assert (out / rows[0]["path"]).read_bytes() == wav
     assert json.loads((out / "synth.json").read_text())["splits"] == {"val": 0.1, "test": 0.4}
-    assert synth.POOL_SPLITS == synth.POOL_SPLIT_SHARES  # the old name still works
 
 
 def test_csv_and_wav_writers_are_atomic_and_exact(tmp_path):

@@ -1,6 +1,7 @@
-"""Tests for mark2_lib.teacher: no shared audio between the teacher's pool and the student's clips,
-soft labels that round-trip through the validating loader, temperature scaling against a grid
-search, the chance-level warning, and the bring-your-own paths (import, TorchScript)."""
+"""Tests for mark2_lib.teacher and mark2_lib.calibration: no shared audio between the teacher's pool and
+the student's clips, soft labels that round-trip through the validating loader, temperature scaling
+against a grid search, the chance-level warning, the bring-your-own paths (import, TorchScript), and
+make_soft_labels, the one call for any kind of teacher."""
 import warnings
 
 import numpy as np
@@ -9,16 +10,18 @@ import pytest
 import torch
 
 from mark2_lib.builders import synth
+from mark2_lib.calibration import fit_calibration_temperature
 from mark2_lib.config import ModelConfig, TrainConfig
-from mark2_lib.data import file_sha1, load_labels, load_soft_labels, write_soft_labels
+from mark2_lib.data import Dataset, file_sha1, load_labels, load_soft_labels, write_soft_labels
 from mark2_lib.errors import DataError
 from mark2_lib.evaluate import predict_features
 from mark2_lib.inference.export import export_torchscript
 from mark2_lib.models import load_classifier
 from mark2_lib.teacher import (
+    TEACHERS,
     check_disjoint,
-    fit_temperature,
     import_soft_labels,
+    make_soft_labels,
     pretrain_teacher,
     teacher_from_torchscript,
     teacher_report,
@@ -35,7 +38,7 @@ def teacher_run(tiny_data, tmp_path_factory):
     manifest, features, audio_cfg = tiny_data
     run_dir = tmp_path_factory.mktemp("teacher") / "teacher"
     cfg = TrainConfig(alpha=0.0, epochs=4, lr=1e-2, batch_size=8, seed=0, progress=False)
-    train_run(run_dir, manifest, features, None, cfg, audio_cfg, TINY_TEACHER, resume=False)
+    train_run(run_dir, Dataset(manifest, features), cfg, audio_cfg, TINY_TEACHER, resume=False)
     return run_dir
 
 
@@ -50,7 +53,7 @@ def test_default_pool_shares_no_audio_with_the_student_clips(tmp_path):
     student = load_labels(synth.make_default_dataset(tmp_path / "student", n_clips=40, seed=0, progress=False)
                           / "labels.csv")
     pool = load_labels(synth.ensure_dataset(tmp_path / "pool", n_clips=3 * 40, seed=1000, progress=False,
-                                            splits=synth.POOL_SPLITS) / "labels.csv")
+                                            splits=synth.POOL_SPLIT_SHARES) / "labels.csv")
     assert len(_hashes(student)) == 40 and len(_hashes(pool)) == 120
     assert not _hashes(student) & _hashes(pool)
     check_disjoint(pool, student)  # passes
@@ -79,18 +82,28 @@ def test_teacher_soft_labels_round_trip_through_the_loader(teacher_run, tiny_dat
     out = tmp_path / "soft_labels.csv"
     info = write_teacher_soft_labels(teacher_run, manifest, features, out, calibration=(val, features),
                                      teacher_name="tiny-teacher")
-    assert info["temperature"] > 0 and 0 <= info["ece_after"] <= 1 and 0 <= info["ece_before"] <= 1
+    assert info["calibration_temperature"] > 0 and 0 <= info["ece_after"] <= 1 and 0 <= info["ece_before"] <= 1
     soft = load_soft_labels(out, manifest)
     assert soft.teachers == ["tiny-teacher"]
     pred = predict_features(load_classifier(teacher_run).model, manifest, features,
-                            temperature=info["temperature"])
+                            calibration_temperature=info["calibration_temperature"])
     for clip_id, p, seg in zip(pred["clip_id"], pred["p_noise"], pred["segment_p_noise"]):
         assert soft.clip[clip_id] == pytest.approx([1 - p, p], abs=1e-7)
         got = np.array([soft.segment[clip_id][k][1] for k in sorted(soft.segment[clip_id])])
         assert got == pytest.approx(seg, abs=1e-7) and len(got) == features[clip_id].shape[0]
 
 
-def test_fit_temperature_matches_a_grid_search():
+def test_uncalibrated_soft_labels_are_the_run_s_own_probabilities(teacher_run, tiny_data, tmp_path):
+    manifest, features, _ = tiny_data
+    info = write_teacher_soft_labels(teacher_run, manifest, features, tmp_path / "soft.csv")
+    assert info == {"path": str(tmp_path / "soft.csv"), "calibration_temperature": 1.0, "ece_before": None,
+                    "ece_after": None}
+    pred = predict_features(load_classifier(teacher_run).model, manifest, features)
+    soft = load_soft_labels(tmp_path / "soft.csv", manifest)
+    assert soft.p_noise(pred["clip_id"]) == pytest.approx(pred["p_noise"], abs=1e-7)
+
+
+def test_fit_calibration_temperature_matches_a_grid_search():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     logits = np.stack([np.zeros(400), (2 * y - 1) * 3.0 + rng.normal(0, 2.5, 400)], axis=1)  # overconfident
@@ -100,7 +113,7 @@ def test_fit_temperature_matches_a_grid_search():
 
     grid = np.exp(np.linspace(-3, 3, 6001))
     best = grid[np.argmin([nll(t) for t in grid])]
-    t = fit_temperature(logits, y)
+    t = fit_calibration_temperature(logits, y)
     assert t == pytest.approx(best, rel=2e-3) and t > 1  # an overconfident model is softened
     assert nll(t) <= nll(1.0)
 
@@ -160,3 +173,37 @@ def test_torchscript_teacher_that_is_not_torchscript_is_a_data_error(tiny_data, 
     bogus.write_bytes(b"not a model")
     with pytest.raises(DataError, match="teacher.ts: not a loadable TorchScript teacher"):
         teacher_from_torchscript(bogus, manifest, audio_cfg, tmp_path / "soft.csv", progress=False)
+
+
+# ----------------------------------------------------------------------------- one call for any teacher
+
+def test_make_soft_labels_imports_and_runs_torchscript(teacher_run, tiny_data, tmp_path):
+    manifest, _, audio_cfg = tiny_data
+    ids = manifest.clip_ids
+    a = write_soft_labels(tmp_path / "a.csv", ids, np.linspace(0.1, 0.9, len(ids)), teacher="a")
+    info = make_soft_labels("import", manifest, audio_cfg, tmp_path / "out.csv", tmp_path / "cache", sources=[a])
+    assert info["kind"] == "import" and info["path"] == str(tmp_path / "out.csv")
+    assert "1 file(s)" in info["summary"] and "['a']" in info["summary"]
+    assert load_soft_labels(tmp_path / "out.csv", manifest).p_noise(ids) == pytest.approx(
+        np.linspace(0.1, 0.9, len(ids)), abs=1e-7)
+
+    small = manifest.split("val")
+    ts = export_torchscript(teacher_run, tmp_path / "teacher.ts")
+    info = make_soft_labels("torchscript", small, audio_cfg, tmp_path / "ts.csv", tmp_path / "cache",
+                            teacher_path=ts, progress=False)
+    assert f"labelled {len(small)} clips" in info["summary"]
+    assert set(load_soft_labels(tmp_path / "ts.csv", small).clip) == set(small.clip_ids)
+
+
+@pytest.mark.parametrize("kind,kwargs,match", [
+    ("teachr", {}, "expected one of 'default', 'import', 'torchscript', 'dnsmos'"),
+    ("import", {}, "sources"),
+    ("torchscript", {}, "teacher_path"),
+    ("default", {"pool_dir": "pool"}, "pool_dir, run_dir and train_cfg"),
+])
+def test_make_soft_labels_refuses_a_kind_without_its_inputs(kind, kwargs, match, tiny_data, tmp_path):
+    manifest, _, audio_cfg = tiny_data
+    with pytest.raises(ValueError, match=match):
+        make_soft_labels(kind, manifest, audio_cfg, tmp_path / "out.csv", tmp_path / "cache", **kwargs)
+    assert not (tmp_path / "out.csv").exists()
+    assert TEACHERS == ("default", "import", "torchscript", "dnsmos")

@@ -1,8 +1,9 @@
 """Tests for mark2_lib.train: learning, run folder, best weights, determinism, resume after a real
-SIGKILL, atomic checkpoints, early stopping, NaN, load_classifier round trip, no test-label leakage.
+SIGKILL, atomic checkpoints, a run beside a folder trained with other settings, early stopping, NaN,
+load_classifier round trip, no test-label leakage, segment-level distillation, no per-batch checks.
 
-Most tests stub loss_curves.png (matplotlib costs ~0.1-0.5 s per redraw here); the shared reference
-run and test_run_directory_contents use the real plot.
+Most tests stub loss_curves.png (a matplotlib redraw takes longer than these tiny epochs); the shared
+reference run and test_run_directory_contents use the real plot.
 """
 import copy
 import io
@@ -27,6 +28,7 @@ from mark2_lib import train as train_mod
 from mark2_lib.config import AudioConfig, ModelConfig, TrainConfig, model_config
 from mark2_lib.data import (
     ClipDataset,
+    Dataset,
     Manifest,
     SoftLabels,
     collate_clips,
@@ -90,7 +92,7 @@ def no_plots(monkeypatch):
 
 def run_ref(run_dir, tiny_data, soft, resume=True, **overrides):
     manifest, features, audio_cfg = tiny_data
-    return train_run(run_dir, manifest, features, soft, TrainConfig(**{**REF_TRAIN, **overrides}),
+    return train_run(run_dir, Dataset(manifest, features, soft), TrainConfig(**{**REF_TRAIN, **overrides}),
                      audio_cfg, REF_MODEL, resume=resume)
 
 
@@ -168,7 +170,7 @@ def test_overfits_16_clips(tiny_data, tmp_path, no_plots):
     assert len(df16) == 16
     same = Manifest(manifest.root, pd.concat([df16, df16.assign(split="val")], ignore_index=True))  # val = train
     cfg = TrainConfig(alpha=0.0, epochs=30, patience=1000, batch_size=8, lr=5e-3, seed=0, progress=False)
-    result = train_run(tmp_path / "overfit", same, features, None, cfg, audio_cfg,
+    result = train_run(tmp_path / "overfit", Dataset(same, features), cfg, audio_cfg,
                        model_config("student", dropout=0.0), resume=False)
     h = history(tmp_path / "overfit")
     assert result["epochs_run"] == 30
@@ -269,7 +271,7 @@ DRIVER = textwrap.dedent('''
     torch.set_num_threads(args["threads"])
     import mark2_lib.train as T
     from mark2_lib.config import AudioConfig, ModelConfig, TrainConfig
-    from mark2_lib.data import FeatureCache, load_labels, load_soft_labels
+    from mark2_lib.data import Dataset, FeatureCache, load_labels, load_soft_labels
     if args["slow"]:
         real_collate = T.collate_clips
         T.collate_clips = lambda batch: (time.sleep(0.05), real_collate(batch))[1]
@@ -277,7 +279,7 @@ DRIVER = textwrap.dedent('''
     manifest = load_labels(args["labels"], sample_rate=audio_cfg.sample_rate)
     features = FeatureCache(args["cache"], audio_cfg).features(manifest, progress=False)
     soft = load_soft_labels(args["soft"], manifest)
-    T.train_run(args["run_dir"], manifest, features, soft, TrainConfig(**args["train"]), audio_cfg,
+    T.train_run(args["run_dir"], Dataset(manifest, features, soft), TrainConfig(**args["train"]), audio_cfg,
                 ModelConfig.from_dict(args["model"]), resume=True)
 ''')
 
@@ -305,7 +307,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(ref_run, tiny_data, soft
             except (FileNotFoundError, pd.errors.EmptyDataError):
                 pass
             time.sleep(0.01)
-        time.sleep(0.2)  # land inside the fourth epoch (~0.35 s long with --slow)
+        time.sleep(0.2)  # land inside the fourth epoch (with "slow", every batch sleeps 0.05 s)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -378,7 +380,7 @@ def test_resume_refuses_a_different_configuration(ref_run, tiny_data, soft, tmp_
     with pytest.raises(ValueError, match="config.json"):
         run_ref(run_dir, tiny_data, soft, lr=1e-3)
     with pytest.raises(ValueError, match="config.json"):
-        train_run(run_dir, tiny_data[0], tiny_data[1], soft, TrainConfig(**REF_TRAIN), tiny_data[2],
+        train_run(run_dir, Dataset(tiny_data[0], tiny_data[1], soft), TrainConfig(**REF_TRAIN), tiny_data[2],
                   model_config("student"), resume=True)
     assert (run_dir / "last.pt").read_bytes() == last
 
@@ -417,6 +419,38 @@ def test_resuming_a_finished_run_returns_its_result_without_training(ref_run, ti
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.suffix in (".pt", ".csv")} == before
 
 
+def test_run_with_other_settings_in_the_folder_trains_beside_it(ref_run, tiny_data, soft, tmp_path, monkeypatch,
+                                                                 no_plots):
+    """on_conflict="new": a folder holding a run trained with other settings is left untouched (same bytes);
+    the run goes to `<folder>-<hash of its settings>` (experiments.run_name's hash), and the note says so."""
+    from mark2_lib.experiments import run_name
+
+    run_dir = shutil.copytree(ref_run[0], tmp_path / "student")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    cfg = TrainConfig(**{**REF_TRAIN, "epochs": 1, "lr": 1e-3})
+    data = Dataset(tiny_data[0], tiny_data[1], soft, key="k")
+    result = train_run(run_dir, data, cfg, tiny_data[2], REF_MODEL, on_conflict="new")
+    new_dir = tmp_path / run_name("student", cfg, tiny_data[2], REF_MODEL, "k")
+    assert result["run_dir"] == str(new_dir) and new_dir.name.startswith("student-")
+    assert str(run_dir) in result["note"] and str(new_dir) in result["note"]
+    assert "differ in ['train']" in result["note"] and "left untouched" in result["note"]
+    assert result["note"].endswith("(a new run)")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    assert len(history(new_dir)) == 1 and json.loads((new_dir / "config.json").read_text())["train"]["lr"] == 1e-3
+
+    # the same settings again find the finished run beside the old one and train nothing
+    monkeypatch.setattr(train_mod.Trainer, "_run_epoch", _no_training)
+    again = train_run(run_dir, data, cfg, tiny_data[2], REF_MODEL, on_conflict="new")
+    assert again["run_dir"] == str(new_dir) and "its result is reused" in again["note"]
+    assert same_result({**again, "note": None}, {**result, "note": None})
+    with pytest.raises(ValueError, match="on_conflict"):
+        train_run(run_dir, data, cfg, tiny_data[2], REF_MODEL, on_conflict="overwrite")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    # the run's own settings resume it in place (finished: its summary), without a note
+    same = train_run(run_dir, data, TrainConfig(**REF_TRAIN), tiny_data[2], REF_MODEL, on_conflict="new")
+    assert same["run_dir"] == str(run_dir) and "note" not in same and same_result(same, ref_run[1])
+
+
 # ----------------------------------------------------------------------------- stopping
 
 def expected_epochs(val_total, patience) -> int:
@@ -436,7 +470,7 @@ def expected_epochs(val_total, patience) -> int:
 def test_early_stopping_stops_training(patience, tiny_data, tmp_path, monkeypatch, no_plots):
     manifest, features, audio_cfg = tiny_data
     cfg = TrainConfig(alpha=0.0, epochs=30, patience=patience, batch_size=8, lr=3e-2, seed=0, progress=False)
-    result = train_run(tmp_path / "run", manifest, features, None, cfg, audio_cfg,
+    result = train_run(tmp_path / "run", Dataset(manifest, features), cfg, audio_cfg,
                        ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16), resume=False)
     val_total = [row["val_total"] for row in load(tmp_path / "run" / "last.pt")["history"]]
     assert len(history(tmp_path / "run")) == result["epochs_run"] == len(val_total) < 30
@@ -447,7 +481,7 @@ def test_early_stopping_stops_training(patience, tiny_data, tmp_path, monkeypatc
 
     # resuming the stopped run trains no further epochs and returns the same result
     monkeypatch.setattr(train_mod.Trainer, "_run_epoch", _no_training)
-    again = train_run(tmp_path / "run", manifest, features, None, cfg, audio_cfg,
+    again = train_run(tmp_path / "run", Dataset(manifest, features), cfg, audio_cfg,
                       ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16), resume=True)
     assert same_result(again, result) and again["run_dir"] == result["run_dir"]
 
@@ -455,7 +489,7 @@ def test_early_stopping_stops_training(patience, tiny_data, tmp_path, monkeypatc
     # is never resumed or overwritten: the error names the config file and what differs
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     with pytest.raises(ValueError, match=r"config\.json: cannot resume.*differs in \['model'\]"):
-        train_run(tmp_path / "run", manifest, features, None, cfg, audio_cfg,
+        train_run(tmp_path / "run", Dataset(manifest, features), cfg, audio_cfg,
                   ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, level_norm=False,
                               stats_pooling=False), resume=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
@@ -467,7 +501,7 @@ def test_min_delta_reaches_early_stopping(tiny_data, tmp_path, no_plots):
     manifest, features, audio_cfg = tiny_data
     cfg = TrainConfig(alpha=0.0, epochs=4, patience=1, min_delta=100.0, batch_size=8, lr=3e-2, seed=0,
                       progress=False)
-    result = train_run(tmp_path / "run", manifest, features, None, cfg, audio_cfg,
+    result = train_run(tmp_path / "run", Dataset(manifest, features), cfg, audio_cfg,
                        ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16), resume=False)
     last = load(tmp_path / "run" / "last.pt")
     val_total = [row["val_total"] for row in last["history"]]
@@ -480,7 +514,7 @@ def test_min_delta_reaches_early_stopping(tiny_data, tmp_path, no_plots):
 def test_diverging_run_stops_with_nan_reason(tiny_data, tmp_path, no_plots):
     manifest, features, audio_cfg = tiny_data
     cfg = TrainConfig(alpha=0.0, epochs=5, patience=100, batch_size=8, lr=1e6, seed=0, progress=False)
-    result = train_run(tmp_path / "run", manifest, features, None, cfg, audio_cfg, REF_MODEL, resume=False)
+    result = train_run(tmp_path / "run", Dataset(manifest, features), cfg, audio_cfg, REF_MODEL, resume=False)
     assert "nan" in result["stop_reason"].lower()
     h = history(tmp_path / "run")
     assert result["epochs_run"] == len(h) < 5
@@ -516,7 +550,7 @@ def test_load_classifier_round_trips_predictions_bit_for_bit(ref_run, tiny_data)
     in_process = ClipClassifier(audio_cfg, REF_MODEL)
     in_process.encoder.load_state_dict(saved["encoder.pt"])  # captured in memory during training
     in_process.head.load_state_dict(saved["head.pt"])
-    in_process.eval()
+    in_process.fuse()  # eval mode with BatchNorm folded into the convs, as load_classifier returns it
     loaded = mark2_lib.load_classifier(run_dir)
     assert not loaded.training
     batch = batch_of(manifest, features)  # every clip, train/val/test
@@ -554,7 +588,7 @@ def test_training_never_reads_soft_labels_of_test_clips(tiny_data, soft, tmp_pat
     manifest, features, audio_cfg = tiny_data
     test_ids = set(manifest.split("test").clip_ids)
     assert test_ids
-    nan = np.array([np.nan, np.nan])  # a test label that reached the loss would raise (not finite)
+    nan = np.array([np.nan, np.nan])  # a test label that reached the loss would make it NaN
     clip = RecordingDict({c: nan if c in test_ids else p for c, p in soft.clip.items()})
     segment = RecordingDict({c: {0: nan if c in test_ids else p} for c, p in soft.clip.items()})
     spied = SoftLabels(clip, segment, list(soft.teachers), list(soft.source))
@@ -567,6 +601,7 @@ def test_training_never_reads_soft_labels_of_test_clips(tiny_data, soft, tmp_pat
 
     monkeypatch.setattr(train_mod, "ClipDataset", SpyDataset)
     run_ref(tmp_path / "run", tiny_data, spied, resume=False, epochs=1)
+    assert np.isfinite(history(tmp_path / "run")[["train_soft", "val_soft"]].to_numpy()).all()
     assert not (clip.looked_up | segment.looked_up) & test_ids
     assert len(datasets) == 2
     for ds in datasets:
@@ -665,7 +700,7 @@ def test_segment_soft_target_matches_a_per_segment_reference(tiny_data, tmp_path
     soft = SoftLabels({c: np.array([0.5, 0.5]) for c in val_ids},
                       {c: {k: np.array([1 - q, q]) for k, q in enumerate(seg_p[c])} for c in val_ids})
     trainer, model, _ = _val_trainer(tiny_data, soft, tmp_path, soft_target="segment")
-    out = trainer._run_epoch(trainer.val_set, train=False, epoch=0)
+    out = trainer._run_epoch(trainer.model, trainer.val_set, train=False, epoch=0)
 
     model.eval()
     loss = DistillationLoss(REF_TRAIN["alpha"], REF_TRAIN["temperature"])
@@ -676,8 +711,8 @@ def test_segment_soft_target_matches_a_per_segment_reference(tiny_data, tmp_path
     hard = torch.tensor(np.concatenate([[labels[c]] * len(seg_p[c]) for c in val_ids]))
     expected = loss(seg_logits, targets, hard, return_parts=True)["soft"]
     assert out["soft"] == pytest.approx(float(expected), rel=1e-5)
-    clip_mode = _val_trainer(tiny_data, soft, tmp_path, soft_target="clip")[0]._run_epoch(
-        trainer.val_set, train=False, epoch=0)
+    clip_trainer = _val_trainer(tiny_data, soft, tmp_path, soft_target="clip")[0]
+    clip_mode = clip_trainer._run_epoch(clip_trainer.model, trainer.val_set, train=False, epoch=0)
     assert clip_mode["soft"] != pytest.approx(out["soft"], rel=1e-3)  # the option really switches targets
     assert clip_mode["hard"] == pytest.approx(out["hard"], rel=1e-6)  # the hard term is always per clip
 
@@ -690,9 +725,28 @@ def test_segments_without_teacher_labels_use_the_clip_label(tiny_data, tmp_path)
     spelled_out = SoftLabels(dict(p), {c: {k: p[c] for k in range(features[c].shape[0])} for c in val_ids})
     a_trainer, b_trainer = (_val_trainer(tiny_data, s, tmp_path, soft_target="segment")[0]
                             for s in (clip_only, spelled_out))
-    a = a_trainer._run_epoch(a_trainer.val_set, train=False, epoch=0)
-    b = b_trainer._run_epoch(b_trainer.val_set, train=False, epoch=0)
+    a = a_trainer._run_epoch(a_trainer.model, a_trainer.val_set, train=False, epoch=0)
+    b = b_trainer._run_epoch(b_trainer.model, b_trainer.val_set, train=False, epoch=0)
     assert a["soft"] == pytest.approx(b["soft"], rel=1e-6) and a["soft"] > 0
+
+
+def test_trainer_loss_skips_the_per_batch_checks(tiny_data, soft, tmp_path, monkeypatch):
+    """The data is checked where it is loaded; the trainer's loss does not check every batch (each check is
+    a device sync on GPU), while a DistillationLoss built with the defaults still does."""
+    from mark2_lib import losses
+
+    trainer = _val_trainer(tiny_data, soft, tmp_path, soft_target="segment")[0]
+    assert trainer.loss_fn.validate is False
+
+    def refuse(*a, **k):
+        raise AssertionError("the trainer's loss validated a batch")
+
+    monkeypatch.setattr(losses.DistillationLoss, "_validate", refuse)
+    monkeypatch.setattr(losses, "_check_probabilities", refuse)
+    out = trainer._run_epoch(trainer.model, trainer.val_set, train=False, epoch=0)
+    assert np.isfinite(out["total"])
+    with pytest.raises(AssertionError, match="validated"):
+        DistillationLoss()(torch.zeros(2, 2), torch.full((2, 2), 0.5), torch.zeros(2, dtype=torch.long))
 
 
 def test_unknown_soft_target_is_rejected():

@@ -33,7 +33,6 @@ PEAK_RANGE_DBFS = (-20.0, -1.0)  # mixtures are peak-normalised so level is no s
 # 300), so calibration differences between students are measurable. The teacher's pool trains on 70 %.
 SPLIT_SHARES = (("val", 0.10), ("test", 0.40))
 POOL_SPLIT_SHARES = (("val", 0.15), ("test", 0.15))
-POOL_SPLITS = POOL_SPLIT_SHARES  # old name, still used by notebooks/02 and tests/test_teacher.py
 # annotator: P(noise) = sigmoid((boundary - snr) / width); more annoying noise -> higher boundary
 ANNOTATOR = {  # noise_type: (boundary_db, width_db)
     "white": (15.0, 2.5), "pink": (12.0, 2.75), "brown": (10.5, 2.75), "hum": (10.5, 2.5),

@@ -1,11 +1,14 @@
-"""The PyTorch dataset of clips with their hard and soft labels, and `open_dataset` for a whole data folder."""
+"""A dataset in memory (`Dataset`: clips, features, soft labels, truth, cache key) with `open_dataset`
+for a whole data folder, and the PyTorch view of one split (`ClipDataset`, `collate_clips`) that training reads."""
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..config import AudioConfig
@@ -20,14 +23,14 @@ from .soft_labels import SoftLabels, load_soft_labels
 class ClipDataset(torch.utils.data.Dataset):
     """One item per clip: its features, hard label and (masked) teacher soft labels."""
 
-    def __init__(self, manifest: Manifest, features: dict[str, np.ndarray], soft_labels: SoftLabels | None = None):
+    def __init__(self, manifest: Manifest, features: dict[str, np.ndarray], soft: SoftLabels | None = None):
         self.clip_ids = manifest.clip_ids
         self.labels = manifest.df["label"].astype(int).tolist()
         missing = [c for c in self.clip_ids if c not in features]
         if missing:
             raise KeyError(f"no features for {len(missing)} clip(s), e.g. {missing[:5]}")
         self.features = {c: features[c] for c in self.clip_ids}
-        self.soft = (soft_labels or SoftLabels()).restrict(self.clip_ids)
+        self.soft = (soft or SoftLabels()).restrict(self.clip_ids)
         for clip_id, segs in self.soft.segment.items():
             n = self.features[clip_id].shape[0]
             if max(segs) >= n:
@@ -87,22 +90,50 @@ def collate_clips(batch: list[dict]) -> dict:
                 index=torch.tensor([b["index"] for b in batch], dtype=torch.long))
 
 
-# ----------------------------------------------------------------------------- one call for notebooks
+# ----------------------------------------------------------------------------- a data folder in memory
 
-def open_dataset(data_dir, audio_cfg: AudioConfig, cache_dir, soft_labels=None, *, on_error: str = "raise",
-                 progress: bool = True) -> tuple[Manifest, dict, SoftLabels | None, str]:
-    """labels.csv + cached features + soft labels of a data folder, and a key naming exactly this data.
+@dataclass
+class Dataset:
+    """Everything training and evaluation read about one dataset: clips, features, soft labels, truth."""
 
-    `soft_labels`: a CSV path or list of them; None uses `data_dir/soft_labels.csv` when it exists.
+    manifest: Manifest                 # labels.csv: every usable clip with its label and split
+    features: dict[str, np.ndarray]    # clip_id -> cached log-mel features [segments, n_mels, frames]
+    soft: SoftLabels | None = None     # the teachers' soft labels; None when there are none
+    truth: pd.DataFrame | None = None  # truth.csv of synthetic data (what each clip really is); else None
+    key: str = ""                      # names exactly this data in run names (see open_dataset); "" if unnamed
+
+    def split(self, name: str) -> Manifest:
+        """The clips of one split: "train", "val" or "test"."""
+        return self.manifest.split(name)
+
+    def teacher_p_noise(self, clip_ids) -> np.ndarray:
+        """The teachers' clip-level P(noise) of each clip; DataError when there are no soft labels for one."""
+        if self.soft is None:
+            raise DataError("this dataset has no soft labels: run 02_teacher_soft_labels.ipynb first")
+        return self.soft.p_noise(clip_ids)
+
+
+def load_truth(data_dir) -> pd.DataFrame | None:
+    """`data_dir/truth.csv` (written with synthetic data: noise type, SNR, the annotator's P(noise) per
+    clip_id) as a DataFrame, or None when the folder has none."""
+    path = Path(data_dir) / "truth.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def open_dataset(data_dir, audio_cfg: AudioConfig, cache_dir, soft_labels_csv=None, *, on_error: str = "raise",
+                 progress: bool = True) -> Dataset:
+    """labels.csv + cached features + soft labels + truth.csv of a data folder, and a key naming exactly this data.
+
+    `soft_labels_csv`: a CSV path or list of them; None uses `data_dir/soft_labels.csv` when it exists.
     The key hashes labels.csv, the soft labels and the AudioConfig, so cached runs are reused only
     for identical data.
     """
     data_dir = Path(data_dir)
     manifest = load_labels(data_dir / "labels.csv", on_error=on_error, sample_rate=audio_cfg.sample_rate)
     features = FeatureCache(cache_dir, audio_cfg).features(manifest, progress=progress)
-    if soft_labels is None and (data_dir / "soft_labels.csv").is_file():
-        soft_labels = data_dir / "soft_labels.csv"
-    soft = load_soft_labels(soft_labels, manifest, on_error=on_error) if soft_labels else None
+    if soft_labels_csv is None and (data_dir / "soft_labels.csv").is_file():
+        soft_labels_csv = data_dir / "soft_labels.csv"
+    soft = load_soft_labels(soft_labels_csv, manifest, on_error=on_error) if soft_labels_csv else None
     files = [data_dir / "labels.csv"] + ([Path(p) for p in soft.source] if soft else [])
     key = hashlib.sha1("|".join([audio_cfg.key()] + [file_sha1(f) for f in files]).encode()).hexdigest()[:12]
-    return manifest, features, soft, key
+    return Dataset(manifest, features, soft, load_truth(data_dir), key)

@@ -1,8 +1,8 @@
 """Hard labels in: reading and checking a labels.csv into a `Manifest` (format: data/README.md).
 
 Every problem in it raises a DataError naming the CSV file and row; with on_error="skip" the
-row is left out instead, recorded in `.skipped` and reported. The CSV plumbing here (`_read_csv`,
-`_Problems`) also reads the teachers' soft-label CSVs (soft_labels.py).
+row is left out instead, recorded in `.skipped` and reported. The CSV plumbing here (`read_csv_rows`,
+`RowProblems`) also reads the teachers' soft-label CSVs (soft_labels.py).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def parse_label(value) -> int:
 
 # ----------------------------------------------------------------------------- CSV plumbing
 
-def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, dict, str]]]:
+def read_csv_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict, str]]]:
     """Header (stripped, lower-case) and one (line number, fields, problem) per non-blank record.
 
     Line numbers are what an editor shows (header = line 1), counting blank lines too.
@@ -71,7 +71,7 @@ def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, dict, str]]]:
     return header, records
 
 
-class _Problems:
+class RowProblems:
     """Bad rows of one CSV: raises on the first (on_error="raise") or records each ("skip")."""
 
     def __init__(self, csv_path: Path, on_error: str):
@@ -188,12 +188,12 @@ def load_labels(csv_path: str | Path, *, on_error: str = "raise", check_audio: b
     recorded in `manifest.skipped` and reported. Without a split column the clips are
     split train/val/test, stratified by label and seeded by `split_seed`.
     """
-    bad = _Problems(Path(csv_path), on_error)
+    bad = RowProblems(Path(csv_path), on_error)
     if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
         raise ValueError(f"need val_fraction, test_fraction >= 0 with a sum < 1, "
                          f"got {val_fraction}, {test_fraction}")
     csv_path = Path(csv_path)
-    header, records = _read_csv(csv_path)
+    header, records = read_csv_rows(csv_path)
     missing = [c for c in ("clip_id", "path", "label") if c not in header]
     if missing:
         raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)} (found: {', '.join(header)}); "

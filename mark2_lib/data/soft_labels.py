@@ -14,7 +14,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import DataError
-from .labels import Manifest, _Problems, _read_csv
+from .labels import Manifest, RowProblems, read_csv_rows
 
 __all__ = ["SoftLabels", "load_soft_labels", "write_soft_labels"]
 
@@ -29,10 +29,17 @@ class SoftLabels:
     source: list[str] = field(default_factory=list)  # the CSV files read
     skipped: list[dict] = field(default_factory=list)  # file, row, clip_id, reason
 
-    def has_clip(self, clip_id: str) -> bool:
-        return clip_id in self.clip
+    def p_noise(self, clip_ids) -> np.ndarray:
+        """The teachers' clip-level P(noise) of each clip; DataError when a clip has none."""
+        clip_ids = list(clip_ids)
+        missing = [c for c in clip_ids if c not in self.clip]
+        if missing:
+            raise DataError(f"the teacher has no clip-level soft label for {len(missing)} of {len(clip_ids)} "
+                            f"clips, e.g. {missing[:3]}")
+        return np.array([self.clip[c][1] for c in clip_ids])
 
     def restrict(self, clip_ids) -> "SoftLabels":
+        """Only the labels of `clip_ids` (the same teachers, sources and skipped rows)."""
         keep = set(clip_ids)
         return SoftLabels({c: p for c, p in self.clip.items() if c in keep},
                           {c: s for c, s in self.segment.items() if c in keep},
@@ -87,8 +94,8 @@ def load_soft_labels(csv_or_list, manifest: Manifest | None = None, *, on_error:
     first: dict[tuple[str, int | None, str], str] = {}  # (clip_id, segment, teacher) -> "file row n"
     out, n_dropped = SoftLabels(), 0
     for path in map(Path, paths):
-        bad = _Problems(path, on_error)
-        header, records = _read_csv(path)
+        bad = RowProblems(path, on_error)
+        header, records = read_csv_rows(path)
         has_p, has_logit = {"p_clean", "p_noise"} <= set(header), {"logit_clean", "logit_noise"} <= set(header)
         found = f"(found: {', '.join(header)})"
         if "clip_id" not in header:

@@ -11,11 +11,11 @@ from ..models import load_classifier
 
 
 def export_torchscript(run_dir, out_path) -> Path:
-    """Script a run's WaveformClassifier (front end included) and save it atomically to `out_path`.
+    """Script a run's fused WaveformClassifier (front end included; `load_classifier`) and save it atomically.
 
     The module takes a waveform batch `[B, samples]` at `module.sample_rate` Hz and returns
     clip logits `[B, 2]` (index 1 = noise); `segment_and_clip_logits` also gives segment logits.
-    The run's config.json travels inside the file as the extra file "config.json".
+    The run's config.json travels inside the file as the extra file "config.json". Returns `out_path`.
     """
     run_dir = Path(run_dir)
     model = load_classifier(run_dir)

@@ -1,7 +1,7 @@
-"""Prediction on new audio files (streamed, bounded memory) and TorchScript export of a trained run.
+"""Prediction on new audio files and folders, streamed in bounded memory, with a trained run.
 
     clips, segments = predict_paths("runs/student", ["recordings/"], segments=True)
-    export_torchscript("runs/student", "student.ts")
+    write_predictions(clips, "predictions.csv", segments)
 
 Every file is streamed (stream.py): read block by block (`block_frames` at a time), mixed to mono,
 resampled to the run's rate exactly as `audio.resample` would, and cut into the same windows as
@@ -13,7 +13,7 @@ sample rate the result equals `load_classifier(run)(load_audio(path)[None])` up 
 """
 from __future__ import annotations
 
-import json
+import copy
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,26 +81,20 @@ class _Clip:
     error: str = ""
 
 
-def _as_model(run_dir_or_model) -> tuple[WaveformClassifier, AudioConfig]:
-    """(model, its AudioConfig) from a run folder (config.json) or a WaveformClassifier."""
+def _as_model(run_dir_or_model) -> WaveformClassifier:
+    """A fused model from a run folder, or from a WaveformClassifier (an unfused one is copied, not changed)."""
     if isinstance(run_dir_or_model, WaveformClassifier):
-        return run_dir_or_model, _audio_config(run_dir_or_model)
+        model = run_dir_or_model
+        return model if model.model.encoder.fused else copy.deepcopy(model).fuse()
     if isinstance(run_dir_or_model, (str, Path)):
-        model = load_classifier(run_dir_or_model)
-        config = json.loads((Path(run_dir_or_model) / "config.json").read_text())
-        return model, AudioConfig.from_dict(config["audio"])
+        return load_classifier(run_dir_or_model)
     raise TypeError(f"expected a run folder or a WaveformClassifier, got {type(run_dir_or_model).__name__}")
-
-
-def _audio_config(model: WaveformClassifier) -> AudioConfig:
-    """The AudioConfig a WaveformClassifier was built with (its front end's)."""
-    return model.audio
 
 
 def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool = False,
                   progress: bool = True, threshold: float = 0.5,
                   block_frames: int = BLOCK_FRAMES) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Score audio files and folders (recursed) with a trained run or a WaveformClassifier.
+    """Score audio files and folders (recursed) with a trained run or a WaveformClassifier (see `_as_model`).
 
     Returns (clips, segments): clips has one row per file with columns path, p_noise, label
     ("clean" | "noise" at `threshold`), n_segments and error (empty when the file was scored;
@@ -113,12 +107,11 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
         raise ValueError(f"batch_size={batch_size} and block_frames={block_frames} must be >= 1")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold} must be in [0, 1]")
-    model, cfg = _as_model(run_dir_or_model)
+    model = _as_model(run_dir_or_model)
+    cfg = model.audio
     attention = model.model.pooling == "attention" and model.model.head.attention is not None
     entries, n_ignored = find_audio(paths)
     clips = [_Clip(p, error=msg) for p, msg in entries]
-    was_training = model.training
-    model.eval()
 
     pending: list[tuple[_Clip, torch.Tensor]] = []  # segment features waiting for the model, in order
     n_pending = [0]
@@ -179,7 +172,6 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
                     seg_rows += _segment_rows(clip, cfg, threshold)
     finally:
         bar.close()
-        model.train(was_training)
     clip_df = pd.DataFrame(clip_rows, columns=CLIP_COLUMNS).astype({"n_segments": "Int64"})
     clip_df.attrs["n_ignored"] = n_ignored  # non-audio files inside folders, for the summary
     seg_df = pd.DataFrame(seg_rows, columns=SEGMENT_COLUMNS) if segments else None
@@ -187,6 +179,7 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
 
 
 def _clip_row(model: WaveformClassifier, clip: _Clip, attention: bool, threshold: float) -> list:
+    """One file's row of the clip table: its segment logits pooled by the model's own pooling, or its error."""
     if clip.error:
         return [str(clip.path), float("nan"), "", None, clip.error]
     seg_logits = torch.stack(clip.logits)[None]                       # [1, S, C]
@@ -197,15 +190,11 @@ def _clip_row(model: WaveformClassifier, clip: _Clip, attention: bool, threshold
 
 
 def _segment_rows(clip: _Clip, cfg: AudioConfig, threshold: float) -> list[list]:
+    """One scored file's rows of the segment table: times as `audio.segment_times` gives them, P(noise), label."""
     p = torch.softmax(torch.stack(clip.logits), dim=-1)[:, 1].tolist()
     times = segment_times(clip.n_samples, cfg)
     return [[str(clip.path), i, round(t0, 6), round(t1, 6), pi, "noise" if pi >= threshold else "clean"]
             for i, ((t0, t1), pi) in enumerate(zip(times, p))]
-
-
-def predict_folder(run_dir_or_model, folder, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """`predict_paths` on every audio file under one folder."""
-    return predict_paths(run_dir_or_model, [folder], **kwargs)
 
 
 def write_predictions(clips: pd.DataFrame, out, segments: pd.DataFrame | None = None) -> list[Path]:
@@ -220,11 +209,12 @@ def write_predictions(clips: pd.DataFrame, out, segments: pd.DataFrame | None = 
 
 
 def segments_path(out) -> Path:
+    """Where `write_predictions` puts the segment table for clip table `out`: `<out stem>_segments.csv` beside it."""
     out = Path(out)
     return out.with_name(f"{out.stem}_segments.csv")
 
 
-def summarize(clips: pd.DataFrame, max_errors: int = 10) -> str:
+def summary_text(clips: pd.DataFrame, max_errors: int = 10) -> str:
     """A few lines for the terminal: how many files were scored and failed, and the first errors."""
     failed = clips[clips["error"] != ""]
     ok = clips[clips["error"] == ""]

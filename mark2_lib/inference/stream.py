@@ -91,6 +91,8 @@ class Segmenter:
         yield from self._stretch(self.ctx + self.n)
 
     def _stretch(self, available: int):
+        """Yield the stretch spanning every window now complete within the first `available` samples of the
+        padded stream, then drop the samples no later window reads."""
         count = max(0, (available - self.i * self.hop - self.width) // self.hop + 1)
         if count:
             a = self.i * self.hop - self.start
