@@ -339,6 +339,21 @@ def test_bad_soft_label_rows(folder, tmp_path, case, capsys):
     assert "skipped 1 of 4 rows" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("p_noise,ok", [(0.5009, True), (0.4991, True), (0.5011, False), (0.4989, False)])
+def test_soft_label_sum_tolerance_is_1e_3(tmp_path, p_noise, ok, capsys):
+    """data/README.md: p_clean + p_noise must be 1 within 1e-3; just inside is renormalised, just outside refused."""
+    f = write_csv(tmp_path / "teach.csv", SOFT, [["a", "", "", 0.5, 0.5], ["b", "", "", 0.5, p_noise]])
+    if ok:
+        s = data.load_soft_labels(f)
+        np.testing.assert_allclose(s.clip["b"], np.array([0.5, p_noise]) / (0.5 + p_noise), rtol=0, atol=1e-15)
+        return
+    with pytest.raises(DataError) as e:
+        data.load_soft_labels(f)
+    assert f"{f} row 3 (clip_id 'b'): " in str(e.value) and "must be 1 (within 1e-3)" in str(e.value), str(e.value)
+    s = data.load_soft_labels(f, on_error="skip")
+    assert [(x["file"], x["row"], x["clip_id"]) for x in s.skipped] == [(str(f), 3, "b")] and list(s.clip) == ["a"]
+
+
 def test_duplicate_across_files_same_teacher(tmp_path):
     one = write_csv(tmp_path / "one.csv", SOFT, [["a", "", "T", 0.5, 0.5]])
     two = write_csv(tmp_path / "two.csv", SOFT, [["b", "", "T", 0.5, 0.5], ["a", "", "T", 0.1, 0.9]])

@@ -43,8 +43,10 @@ CASES = [
     ("ties-are-not-improvement", [1.0, 1.0, 1.0, 0.5], 2, 0.0, "min", 2, 0, 1.0, "for 2 epochs"),
     ("improvement-resets-wait", [3, 2, 2.5, 2.1, 1.5, 1.6, 1.7, 1.8, 0.1], 3, 0.0, "min", 7, 4, 1.5,
      "(best 1.5 at epoch 5)"),
-    ("min-delta-boundary-is-not-improvement", [1.0, 0.75, 0.5, 0.3, 0.3], 2, 0.25, "min", 4, 2, 0.5,
-     "by more than 0.25 for 2 epochs"),
+    # 0.75 and 0.25 gain exactly min_delta (exact in binary): no improvement, so best stays 1.0 then 0.5;
+    # counting them (<=) would make 0.25 the best and never stop
+    ("min-delta-boundary-is-not-improvement", [1.0, 0.75, 0.5, 0.25, 0.25], 2, 0.25, "min", 4, 2, 0.5,
+     "by more than 0.25 for 2 epochs (best 0.5 at epoch 3)"),
     ("negative-min-delta-uses-abs", [1.0, 0.75, 0.5, 0.3, 0.3], 2, -0.25, "min", 4, 2, 0.5, "0.25"),
     ("patience-0-stops-on-tie", [1.0, 0.5, 0.5], 0, 0.0, "min", 2, 1, 0.5, "for 1 epoch "),
     ("patience-0-stops-on-worse", [1.0, 2.0], 0, 0.0, "min", 1, 0, 1.0, None),

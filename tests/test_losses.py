@@ -142,21 +142,32 @@ def test_temper_is_not_dividing_probabilities():
     torch.testing.assert_close(q, torch.tensor([[0.75, 0.25]], dtype=torch.float64))
 
 
-def _soft_grad_norm(T, scaled):
-    logits, p, y = make_batch(32, seed=11, scale=2.0)
+def _soft_grad(logits, p, T):
     z = logits.clone().requires_grad_()
-    soft = DistillationLoss(alpha=1.0, temperature=T)(z, p, y)
-    (soft if scaled else soft / (T * T)).backward()
-    return z.grad.norm().item()
+    DistillationLoss(alpha=1.0, temperature=T)(z, p, torch.zeros(len(z), dtype=torch.long)).backward()
+    return z.grad
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0, 8.0, 16.0])
+def test_soft_gradient_is_t_times_softmax_difference(T):
+    """d/dz [T^2 KL(q_T || softmax(z/T))] = T (softmax(z/T) - q_T) / N, written out (no autograd)."""
+    logits, p, _ = make_batch(32, c=3, seed=11, scale=2.0)
+    want = T * (torch.softmax(logits / T, dim=1) - ref_temper(p, T)) / len(logits)
+    torch.testing.assert_close(_soft_grad(logits, p, T), want, rtol=1e-9, atol=1e-15)
 
 
 def test_t_squared_keeps_soft_gradient_scale():
-    g1, g4, g8 = (_soft_grad_norm(T, scaled=True) for T in (1.0, 4.0, 8.0))
-    assert g4 / g1 > 0.1 and g8 / g1 > 0.1
-    u1, u8 = _soft_grad_norm(1.0, scaled=False), _soft_grad_norm(8.0, scaled=False)
-    assert u1 == pytest.approx(g1)
-    assert u8 / u1 < 0.1 * (g8 / g1)  # without T^2 the gradient shrinks by a further 1/64
-    assert u8 / u1 == pytest.approx((g8 / g1) / 64)
+    """Hinton et al. 2015: with the T^2 factor the soft gradient tends to (z - log p) / (N C), centred
+    per row, as T grows, so its size no longer depends on T (without it, or with T, it shrinks as 1/T^2 or 1/T)."""
+    logits, p, _ = make_batch(32, c=3, seed=11, scale=2.0)
+    n, c = logits.shape
+    centred = lambda x: x - x.mean(dim=1, keepdim=True)
+    limit = (centred(logits) - centred(torch.log(p))) / (n * c)
+    ratio = {T: (_soft_grad(logits, p, T).norm() / limit.norm()).item() for T in (4.0, 8.0, 16.0, 32.0)}
+    assert 0.9 < ratio[4.0] < ratio[8.0] < ratio[16.0] < ratio[32.0] <= 1.0, ratio  # approaches the limit
+    assert ratio[16.0] > 0.99, ratio  # T instead of T^2 would give ~1/16 here
+    for T, tol in ((16.0, 0.07), (32.0, 0.035)):  # the whole gradient converges, not only its size (error ~ 1/T)
+        assert (_soft_grad(logits, p, T) - limit).norm() < tol * limit.norm()
 
 
 # ---------------------------------------------------------------- masking

@@ -1,5 +1,7 @@
 """Tests for mark2_lib.models: shapes, padding, pooling, size, MACs, waveform wrapper, TorchScript, loading."""
 import json
+import os
+import pickle
 
 import pytest
 import torch
@@ -289,6 +291,29 @@ def test_load_classifier_reads_old_configs_and_names_bad_keys(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json: no 'audio' section"):
         load_classifier(tmp_path)
+
+
+class RunsCode:
+    """Unpickling this calls os.mkdir(path): a visible side effect, as a malicious checkpoint's code would have."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+@pytest.mark.parametrize("name", ["encoder.pt", "head.pt"])
+def test_load_classifier_refuses_pickled_code(tmp_path, name):
+    """Weights are loaded with weights_only=True: a checkpoint holding a custom object is refused unrun."""
+    run, sentinel = tmp_path / "run", tmp_path / "code_ran"
+    model = make_model(SMALL)
+    _write_run(run, model, SMALL)
+    part = model.encoder if name == "encoder.pt" else model.head
+    torch.save({**part.state_dict(), "payload": RunsCode(sentinel)}, run / name)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only|Weights only"):
+        load_classifier(run)
+    assert not sentinel.exists(), f"loading {name} ran code from the pickle"
 
 
 def test_model_config_is_written_as_before_level_norm_and_stats_pooling_when_they_are_off():

@@ -8,6 +8,7 @@ import copy
 import io
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -200,6 +201,17 @@ def test_run_directory_contents(ref_run, tiny_data):
     assert "epoch budget" in on_disk["stop_reason"]
 
 
+def test_reference_run_has_the_schedule_the_resume_tests_rely_on(ref_run):
+    """As the REF_TRAIN comment says: best epoch 3 of 6 and the learning rate halved after epochs 4 and 5
+    (history's lr is the rate each epoch trained with), so a resume from epoch 3 depends on restored state."""
+    run_dir, result, _ = ref_run
+    lr = REF_TRAIN["lr"]
+    want = [lr] * 4 + [lr / 2, lr / 4]
+    assert [row["lr"] for row in load(run_dir / "last.pt")["history"]] == want
+    np.testing.assert_allclose(pd.read_csv(run_dir / "history.csv")["lr"], want, rtol=1e-6)
+    assert result["best_epoch"] == 3 and result["epochs_run"] == 6
+
+
 def test_saved_encoder_and_head_are_the_best_epoch(ref_run, tiny_data, soft):
     run_dir, result, _ = ref_run
     manifest, features, audio_cfg = tiny_data
@@ -365,6 +377,25 @@ def test_resume_refuses_a_different_configuration(ref_run, tiny_data, soft, tmp_
     assert (run_dir / "last.pt").read_bytes() == last
 
 
+class RunsCode:
+    """Unpickling this calls os.mkdir(path): a visible side effect, as a malicious checkpoint's code would have."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_resume_refuses_a_last_pt_that_would_run_code(ref_run, tiny_data, soft, tmp_path):
+    """last.pt is read with weights_only=True: a pickled custom object is refused before its code runs."""
+    run_dir, sentinel = shutil.copytree(ref_run[0], tmp_path / "run"), tmp_path / "code_ran"
+    torch.save({**load(run_dir / "last.pt"), "payload": RunsCode(sentinel)}, run_dir / "last.pt")
+    with pytest.raises(pickle.UnpicklingError, match="weights_only|Weights only"):
+        run_ref(run_dir, tiny_data, soft)
+    assert not sentinel.exists(), "resuming ran code from last.pt"
+
+
 def _no_training(*a, **k):
     raise AssertionError("a finished run must not train again")
 
@@ -422,6 +453,22 @@ def test_early_stopping_stops_training(patience, tiny_data, tmp_path, monkeypatc
                   ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, level_norm=False,
                               stats_pooling=False), resume=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_min_delta_reaches_early_stopping(tiny_data, tmp_path, no_plots):
+    """TrainConfig.min_delta is the early stopper's: with a gain of at most 100 not counting, epoch 2 is no
+    improvement although its validation loss is lower, so patience 1 stops there."""
+    manifest, features, audio_cfg = tiny_data
+    cfg = TrainConfig(alpha=0.0, epochs=4, patience=1, min_delta=100.0, batch_size=8, lr=3e-2, seed=0,
+                      progress=False)
+    result = train_run(tmp_path / "run", manifest, features, None, cfg, audio_cfg,
+                       ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16), resume=False)
+    last = load(tmp_path / "run" / "last.pt")
+    val_total = [row["val_total"] for row in last["history"]]
+    assert val_total[1] < val_total[0]  # an improvement with min_delta 0: only min_delta stops this run
+    assert result["epochs_run"] == 2 and result["best_epoch"] == 1
+    assert "did not improve by more than 100.0 for 1 epoch" in result["stop_reason"], result["stop_reason"]
+    assert last["early_stopping"]["min_delta"] == 100.0 and last["finished"]
 
 
 def test_diverging_run_stops_with_nan_reason(tiny_data, tmp_path, no_plots):
