@@ -65,12 +65,14 @@ workbook-real: data-real setup-dnsmos
 	@$(PY) -m mark2_lib run-notebooks --timeout $(CELL_TIMEOUT) --out runs/executed-real --only 01 02 03 04 05 $(REAL_PARAMS)
 
 # The browser test drives this Chromium (Debian's package); without it `make test` says so and
-# deselects that one test, except under CI, where a missing browser must fail the run.
+# deselects that one test, except under CI (CI=1, true or yes, any case: tests/conftest.py in_ci), where a
+# missing browser must fail the run.
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 
 test: setup
-	@if [ -x "$(CHROMIUM)" ] || [ "$${CI:-}" = true ]; then \
+	@ci="$${CI:-}"; ci="$${ci,,}"; \
+	if [ -x "$(CHROMIUM)" ] || [ "$$ci" = true ] || [ "$$ci" = 1 ] || [ "$$ci" = yes ]; then \
 	  echo "==> running pytest (unit tests, notebooks through papermill, sliders in JupyterLab + Chromium)"; \
 	  $(PY) -m pytest $(PYTEST_ARGS); \
 	else \

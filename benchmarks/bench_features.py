@@ -2,6 +2,7 @@
 
     python benchmarks/bench_features.py                       # 200 generated 2 s clips
     python benchmarks/bench_features.py --data-dir data/default --threads 1 2
+    python benchmarks/bench_features.py --quick                # smoke run: 8 clips of 1 s, 1 thread, once
 
 Reports hours of audio processed per second of wall time (best of --repeat runs). The audio files sit in the OS
 page cache in every row (they were just written or read), so "cold" measures decoding
@@ -25,10 +26,15 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quick  # noqa: E402  (benchmarks/quick.py)
+
 from mark2_lib import audio, data  # noqa: E402
 from mark2_lib.config import AudioConfig  # noqa: E402
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+# --quick: a few seconds end to end (the tests run it); options given explicitly still win
+QUICK = dict(n_files=8, seconds=1.0, repeat=1, threads=[1])
 
 
 def make_clips(folder: Path, n_files: int, seconds: float, seed: int = 0) -> Path:
@@ -93,7 +99,7 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0, help="length of each generated clip (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest is shown (default 3)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
-    args = ap.parse_args(argv)
+    args = quick.parse_args(ap, argv, QUICK)
     cfg = AudioConfig()
     with tempfile.TemporaryDirectory(prefix="mark2_bench_") as tmp:
         tmp = Path(tmp)

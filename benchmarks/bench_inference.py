@@ -3,6 +3,7 @@
     python benchmarks/bench_inference.py                       # 10 min of default-data audio, 1 and 2 threads
     python benchmarks/bench_inference.py --student-run runs/student --teacher-run runs/teacher --threads 2
     python benchmarks/bench_inference.py --threads 2 --student-config channels=32,48,64 n_mels=48  # a bigger student
+    python benchmarks/bench_inference.py --quick               # smoke run: 6 s of audio, 1 thread, one round
 
 Audio: `--minutes` of the default dataset's clips (synth.render_clip, 2 s each, seed 0) joined
 into `--clip-seconds` waveforms at 16 kHz, generated once and shared by every configuration.
@@ -44,8 +45,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import quick  # noqa: E402  (benchmarks/quick.py)
 
 GOAL_RT, GOAL_RATIO = 1000.0, 10.0
+# --quick: a few seconds end to end (the tests run it), every stage and worker still run; explicit options win
+QUICK = dict(minutes=0.1, clip_seconds=2.0, threads=[1], warmup=1, repeat=1, min_time=0.0)
 
 
 def make_audio(minutes: float, clip_seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
@@ -164,7 +169,7 @@ def main(argv=None):
     ap.add_argument("--size", help=argparse.SUPPRESS)
     ap.add_argument("--audio", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = quick.parse_args(ap, argv, QUICK)
     if args.student_config and args.student_run:
         ap.error("--student-config builds an untrained student; it cannot be combined with --student-run")
     if args.student_config:  # unknown fields and bad values fail here, before any timing

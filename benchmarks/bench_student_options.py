@@ -2,6 +2,7 @@
 
     python benchmarks/bench_student_options.py                 # 10 min of default-data audio, 2 threads
     python benchmarks/bench_student_options.py --threads 1 --rounds 11
+    python benchmarks/bench_student_options.py --quick         # smoke run: 10 s of audio, 1 thread, one round
 
 Untrained students (speed does not depend on the weights), eval mode, inference_mode, batches of
 `--batch-size` 10 s waveforms (bench_inference.make_audio). Per round every variant runs, in turn:
@@ -24,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+# --quick: a few seconds end to end (the tests run it); options given explicitly still win
+QUICK = dict(minutes=0.1, threads=1, rounds=1, passes=1)
+
 VARIANTS = {  # name: student_config changes
     "previous (both off)": "level_norm=false stats_pooling=false",
     "level norm only": "stats_pooling=false",
@@ -33,6 +37,7 @@ VARIANTS = {  # name: student_config changes
 
 
 def main(argv=None):
+    import quick
     import torch
     from bench_inference import make_audio
 
@@ -46,7 +51,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds; medians are shown (default 7)")
     p.add_argument("--passes", type=int, default=5, help="passes over all the audio per timing (default 5)")
-    args = p.parse_args(argv)
+    args = quick.parse_args(p, argv, QUICK)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     waves = torch.from_numpy(make_audio(args.minutes, 10.0)).split(args.batch_size)
@@ -94,7 +99,8 @@ def main(argv=None):
               f"{seconds / statistics.median(times[name, 'model']):>13.0f}x"
               f"{rel['e2e']:>16.2f}x{rel['model']:>18.2f}x")
     print("vs previous: the previous student's time over this one's, per round (below 1 = slower)")
-    print(f"reproduce: python benchmarks/bench_student_options.py --threads {args.threads} --rounds {args.rounds}")
+    print(f"reproduce: python benchmarks/bench_student_options.py --threads {args.threads} --rounds {args.rounds}"
+          + (" --quick" if args.quick else ""))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                          # 3000 generated clips (and 12000 for 4x)
     python benchmarks/bench_train.py --n-clips 400 --skip-rss  # tiny epochs: fixed costs show most
     python benchmarks/bench_train.py --data-dir data/default --epochs 2 --repeat 1
+    python benchmarks/bench_train.py --quick                   # smoke run: 24 clips, 1 epoch, once, no memory runs
 
 Timing: the same model (student, same seed), data, batch size, AdamW and DistillationLoss, one train
 pass and one validation pass per epoch. "bare loop" has no checkpoints, history, plots or progress
@@ -36,6 +37,8 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quick  # noqa: E402  (benchmarks/quick.py)
 from procmem import reset_peak_rss, status_kb  # noqa: E402  (benchmarks/, this script's folder)
 
 from mark2_lib import train  # noqa: E402
@@ -52,6 +55,10 @@ from mark2_lib.data import (  # noqa: E402
 )
 from mark2_lib.losses import DistillationLoss  # noqa: E402
 from mark2_lib.models import ClipClassifier  # noqa: E402
+
+# --quick: a few seconds end to end (the tests run it); options given explicitly still win. The two
+# memory runs (a fresh process each, ~10 s of imports) are left out unless --no-skip-rss.
+QUICK = dict(n_clips=24, epochs=1, rss_epochs=1, batch_size=16, repeat=1, threads=1, skip_rss=True)
 
 
 def open_data(data_dir: Path, cache_dir: Path, cfg: AudioConfig):
@@ -182,11 +189,12 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64, help="clips per batch (default 64, TrainConfig's)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per timing row; the fastest is kept (default 2)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
-    ap.add_argument("--skip-rss", action="store_true", help="timing rows only")
+    ap.add_argument("--skip-rss", action=argparse.BooleanOptionalAction, default=False,
+                    help="timing rows only (--quick implies it; --no-skip-rss adds the memory runs back)")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = quick.parse_args(ap, argv, QUICK)
     if args.rss_child:
         return rss_child(args)
     torch.set_num_threads(args.threads)

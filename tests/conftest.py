@@ -10,6 +10,21 @@ import torch  # noqa: E402
 TORCH_THREADS = 1
 torch.set_num_threads(TORCH_THREADS)
 
+CI_VALUES = ("1", "true", "yes")  # what $CI may say to mean "this is CI" (.ci/run exports CI=true)
+
+
+def in_ci() -> bool:
+    """Whether the tests run under CI ($CI is 1, true or yes, any case)."""
+    return os.environ.get("CI", "").strip().lower() in CI_VALUES
+
+
+def require_or_skip(missing: str, what: str = "this test") -> None:
+    """A test's prerequisite is `missing` (why, and how to get it): fail under CI, which must run
+    every test, and skip elsewhere. Call it from a test or fixture (`from conftest import ...`)."""
+    if in_ci():
+        pytest.fail(f"{what} cannot run in CI: {missing}", pytrace=False)
+    pytest.skip(missing)
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):

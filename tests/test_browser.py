@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import require_or_skip
 from lab_server import CHROMIUM_ARGS, LabServer, chromium_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # about 1.5 min: out of `make test-fast`
@@ -49,9 +50,7 @@ def require_browser():
         except ImportError:
             missing = "playwright is not installed: run 'make setup' (pip install -e .[dev])"
     if missing:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"browser test cannot run in CI: {missing}")
-        pytest.skip(missing)
+        require_or_skip(missing, "browser test")
     return exe
 
 

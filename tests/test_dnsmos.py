@@ -1,22 +1,45 @@
-"""Tests for the DNSMOS teacher on a handful of synthetic clips (needs the `dnsmos` extra)."""
+"""Tests for the DNSMOS teacher on a handful of synthetic clips (needs the `dnsmos` extra).
+
+Without the extra every test here skips, saying how to install it, except under CI ($CI 1/true/yes,
+which .ci/run sets), where each one fails instead: CI installs the extra, so a broken one must show.
+"""
 import csv
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import require_or_skip
 
-pytest.importorskip("onnxruntime", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
-pytest.importorskip("speechmos", reason="the `dnsmos` extra is not installed: pip install -e '.[dnsmos]'")
-
-from mark2_lib import dnsmos  # noqa: E402
-from mark2_lib.audio import n_segments  # noqa: E402
-from mark2_lib.builders import signals, synth  # noqa: E402
-from mark2_lib.config import AudioConfig  # noqa: E402
-from mark2_lib.data import load_labels, load_soft_labels  # noqa: E402
-from mark2_lib.errors import DataError  # noqa: E402
+from mark2_lib import dnsmos
+from mark2_lib.audio import n_segments
+from mark2_lib.builders import signals, synth
+from mark2_lib.config import AudioConfig
+from mark2_lib.data import load_labels, load_soft_labels
+from mark2_lib.errors import DataError
 
 SR = 16000
+
+
+def missing_extra() -> str | None:
+    """None when onnxruntime and speechmos import, else what failed and how to install the extra."""
+    try:
+        dnsmos.require_dnsmos()
+    except ImportError as e:
+        return f"{e}; or run 'make setup-dnsmos'"
+    return None
+
+
+MISSING = missing_extra()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dnsmos_extra():
+    """Every test here needs the extra: skip without it, fail without it under CI. Module-scoped, so
+    that it runs before the module-scoped `model` fixture (which would raise ImportError)."""
+    if MISSING:
+        require_or_skip(MISSING, "the DNSMOS tests (tests/test_dnsmos.py)")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +128,65 @@ def test_warns_on_non_speech_only():
         dnsmos.warn_if_not_speech(None)
 
 
-def test_realtime_factor_is_positive(model):
+class FakeClock:
+    """Stands in for the `time` module inside mark2_lib.dnsmos: `perf_counter` returns `start`, then
+    moves on only when told (`advance`), or, with `real`, records the real clock's readings."""
+
+    def __init__(self, start: float = 1000.0, real=None):
+        self.now, self.real, self.readings = start, real, []
+
+    def advance(self, seconds: float):
+        self.now += seconds
+
+    def perf_counter(self) -> float:
+        value = self.real() if self.real else self.now
+        self.readings.append(value)
+        return value
+
+
+class CountingModel:
+    """Records every waveform `score` gets and passes it on to `inner` (if any). With `clock`, each
+    call advances it: the first (the warm-up) by 100 s, which must not count, then each call of
+    timed round k by `steps[k]` (rounds of `per_round` calls)."""
+
+    def __init__(self, inner=None, clock=None, steps=(), per_round=1):
+        self.inner, self.clock, self.steps, self.per_round, self.calls = inner, clock, list(steps), per_round, []
+
+    def score(self, wave):
+        self.calls.append(np.array(wave, copy=True))
+        if self.clock is not None:
+            timed = len(self.calls) - 2  # index among the timed calls; -1 = the warm-up
+            self.clock.advance(100.0 if timed < 0 else self.steps[timed // self.per_round])
+        return self.inner.score(wave) if self.inner else (3.0, 3.0, 3.0)
+
+
+def test_realtime_factor_is_audio_seconds_over_median_elapsed(monkeypatch):
+    """With a scripted clock: warm-up untimed, every waveform scored once per round, median round."""
+    clock = FakeClock()
+    monkeypatch.setattr(dnsmos, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    waves = [np.full(2 * SR, 0.25), np.full(3 * SR, -0.5)]  # 5 s of audio
+    model = CountingModel(clock=clock, steps=[0.5, 2.0, 0.25], per_round=len(waves))  # rounds: 1.0, 4.0, 0.5 s
+    factor = dnsmos.realtime_factor(waves, model, repeats=3)
+    assert factor == 5.0 / 1.0  # audio seconds over the median round (1.0 s), not the mean or the warm-up
+    assert len(model.calls) == 1 + 3 * len(waves)
+    expected = [waves[0]] + waves * 3
+    assert all(c.dtype == np.float32 and np.array_equal(c, w) for c, w in zip(model.calls, expected))
+
+
+def test_realtime_factor_times_the_real_model_on_the_audio(model, monkeypatch):
+    """The real model: scored once per waveform per round plus a warm-up, and the factor is exactly the
+    audio's seconds over the median of the rounds the (real, recorded) clock measured."""
+    import time
+
+    clock = FakeClock(real=time.perf_counter)
+    monkeypatch.setattr(dnsmos, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     rng = np.random.default_rng(0)
-    assert dnsmos.realtime_factor([0.1 * rng.standard_normal(2 * SR)], model, repeats=1) > 0
+    waves = [0.1 * rng.standard_normal(2 * SR), 0.1 * rng.standard_normal(SR)]
+    counting = CountingModel(inner=model)
+    factor = dnsmos.realtime_factor(waves, counting, repeats=2)  # each call scores a 9.01 s window: ~0.3 s
+    assert len(counting.calls) == 1 + 2 * len(waves)
+    assert all(np.allclose(c, w) for c, w in zip(counting.calls, [waves[0]] + waves * 2))
+    assert len(clock.readings) == 2 * 2  # a start and an end per round
+    rounds = [b - a for a, b in zip(clock.readings[::2], clock.readings[1::2])]
+    assert all(r > 0 for r in rounds)
+    assert factor == pytest.approx(3.0 / float(np.median(rounds)), rel=1e-12)

@@ -1,11 +1,15 @@
 """Tests for mark2_lib.evaluate (gap recovery, breakdowns, ECE) and mark2_lib.timing (the speed table)."""
+import math
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from mark2_lib.audio import n_segments
 from mark2_lib.data import Manifest
 from mark2_lib.evaluate import breakdown, gap_recovery, mean_std_table
 from mark2_lib.metrics import ece_floor, expected_calibration_error
@@ -41,16 +45,80 @@ def test_gap_recovery_and_mean_std_table():
     assert np.isnan(gap_recovery(same))  # no gap: nothing to recover
 
 
-def test_speed_table_has_one_row_per_model_with_positive_speed():
+def _macs_per_second_of_audio(net):
+    """Independent of `macs_per_second`: torch's FLOP counter (2 per multiply-accumulate) on one segment of the
+    eval-mode model, times the segments a long recording has per second (one per hop)."""
+    a = net.audio
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.eval().segment_forward(torch.zeros(1, a.n_mels, a.n_frames))
+    return counter.get_total_flops() / 2 * a.sample_rate / a.hop_samples
+
+
+class _FakeClock:
+    """Stands in for time.perf_counter; only `advance` moves it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+def test_speed_table_units_on_a_fake_clock(monkeypatch):
+    """x real time = seconds of audio / seconds per pass, each pass really running the model on every waveform."""
     torch.manual_seed(0)
     net = build_model("student")
     trained_parameters = sum(p.numel() for p in net.parameters())
     model = WaveformClassifier(net.audio, net).fuse()  # as load_classifier returns it
-    waves = join_clips([0.1 * np.random.default_rng(0).standard_normal(4 * SR)], SR, seconds=2.0)
+    clock, calls, segments = _FakeClock(), [], []
+    monkeypatch.setattr(time, "perf_counter", clock)
+
+    def forward_takes_time(module, args):  # 1/16 s per waveform on the fake clock: a pass of 10 takes 0.625 s
+        calls.append(tuple(args[0].shape))
+        clock.advance(args[0].shape[0] / 16)
+
+    model.register_forward_pre_hook(forward_takes_time)
+    net.head.register_forward_hook(  # (not in the copy that macs_per_second counts on)
+        lambda module, args, out: segments.append(args[0].shape[0]) if module is net.head else None)
+    waves = 0.1 * torch.randn(10, 2 * SR, generator=torch.Generator().manual_seed(0))  # 20 s of audio
     table = speed_table({"student": model}, waves, SR)
     assert list(table.index) == ["student"]
+    assert table.loc["student", "x real time"] == 20.0 / 0.625  # exact: the fake clock only moves in forward
+    # a pass is longer than min_time (0.25 s), so one pass per round: the warm-up + 5 rounds, batches of 8
+    assert calls == [(8, 2 * SR), (2, 2 * SR)] * 6
+    per_wave = n_segments(2 * SR, net.audio)
+    assert segments == [8 * per_wave, 2 * per_wave] * 6  # every segment of every waveform through the head
     assert table.loc["student", "parameters"] == trained_parameters  # BatchNorm's, folded away, still count
-    assert table.loc["student", "x real time"] > 0 and table.loc["student", "M MACs / s audio"] > 0
+    assert table.loc["student", "M MACs / s audio"] == pytest.approx(_macs_per_second_of_audio(net) / 1e6, rel=1e-9)
+
+
+class _Ticker(torch.nn.Module):
+    """Moves a fake clock by the next of `seconds` per call (the last one repeating) and counts its calls."""
+
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds, self.calls = clock, list(seconds), 0
+
+    def forward(self, x):
+        self.clock.advance(self.seconds[min(self.calls, len(self.seconds) - 1)])
+        self.calls += 1
+        return x
+
+
+def test_pass_times_on_a_fake_clock_rounds_and_repeated_short_passes(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    waves = torch.zeros(4, 1000)  # 4 s at 1 kHz, 2 batches of 2: a pass is 2 calls
+    # fast: 1/64 s a call, a 1/32 s pass: run 8 times back to back (min_time 0.25 s) and averaged.
+    # slow: a 0.5 s warm-up pass, then rounds of 0.5, 2.5 (under load) and 1.0 s: the median round is 1.0 s
+    fast = _Ticker(clock, [1 / 64])
+    slow = _Ticker(clock, [0.25] * 2 + [0.25] * 2 + [1.25] * 2 + [0.5] * 2)
+    times = pass_times({"fast": fast, "slow": slow}, waves, batch_size=2, repeats=3, min_time=0.25)
+    assert times == {"fast": [1 / 32] * 3, "slow": [0.5, 2.5, 1.0]}  # exact: seconds per pass, one per round
+    assert fast.calls == 2 * (1 + 3 * 8) and slow.calls == 2 * (1 + 3)
 
 
 def test_speed_table_ratio_is_the_median_of_per_round_ratios(monkeypatch):
@@ -65,6 +133,9 @@ def test_speed_table_ratio_is_the_median_of_per_round_ratios(monkeypatch):
     assert table.loc["student", "x faster than teacher"] == 4.0 and table.loc["teacher", "x faster than teacher"] == 1.0
     assert table.loc["student", "x real time"] == pytest.approx(8 / 2.0) and table.loc["teacher", "x real time"] == pytest.approx(8 / 10.0)
     assert "x faster than teacher" not in speed_table({"student": models["student"]}, torch.zeros(2, 4 * SR), SR)
+    for name, net in nets.items():  # each model's own MACs per second of audio (the teacher's front end differs)
+        assert table.loc[name, "M MACs / s audio"] == pytest.approx(_macs_per_second_of_audio(net) / 1e6, rel=1e-9)
+        assert table.loc[name, "parameters"] == sum(p.numel() for p in net.parameters())
 
 
 class _Sleeper(torch.nn.Module):
@@ -117,10 +188,33 @@ def test_ece_floor_shrinks_with_more_clips_and_is_zero_for_certain_labels():
     small, _ = ece_floor(p[:300])
     large, spread = ece_floor(p)
     assert large < small and spread > 0
-    assert ece_floor(p) == ece_floor(p)  # seeded
-    assert ece_floor(np.ones(50)) == (0.0, 0.0)
+    assert ece_floor(np.ones(50)) == (0.0, 0.0) and ece_floor(np.zeros(50)) == (0.0, 0.0)
     with pytest.raises(ValueError, match="probabilities"):
         ece_floor([0.5, 1.5])
+
+
+@pytest.mark.parametrize("q", [0.5, 0.7, 0.9])
+def test_ece_floor_of_one_probability_is_the_binomial_mean_deviation(q):
+    """Every clip at P(noise) = q >= 0.5: one bin, confidence q, accuracy K / n with K ~ Binomial(n, q), so a
+    calibrated model's ECE is |K / n - q|; its mean and std over K are sums over the binomial distribution."""
+    n = 40
+    pmf = np.array([math.comb(n, k) * q ** k * (1 - q) ** (n - k) for k in range(n + 1)])
+    dev = np.abs(np.arange(n + 1) / n - q)
+    mean, std = pmf @ dev, math.sqrt(pmf @ dev ** 2 - (pmf @ dev) ** 2)
+    floor, spread = ece_floor(np.full(n, q))  # 200 draws: the mean within a few standard errors
+    assert floor == pytest.approx(mean, abs=4 * std / math.sqrt(200))
+    assert spread == pytest.approx(std, rel=0.25)
+
+
+def test_ece_floor_is_the_mean_ece_of_labels_drawn_from_p():
+    """A Monte Carlo estimate of its own (other draws, the textbook ECE) agrees with ece_floor on varied p."""
+    p = np.random.default_rng(1).random(60)
+    rng = np.random.default_rng(12345)
+    eces = [_ece_reference((rng.random(len(p)) < p).astype(int), p) for _ in range(400)]
+    floor, spread = ece_floor(p)
+    assert floor == pytest.approx(np.mean(eces), abs=4 * np.std(eces) * math.sqrt(1 / 200 + 1 / 400))
+    assert spread == pytest.approx(np.std(eces), rel=0.25)
+    assert ece_floor(p) == (floor, spread)  # seeded: the same numbers on every call
 
 
 def test_breakdown_by_snr_band_is_in_snr_order_with_correct_accuracies():

@@ -6,16 +6,25 @@ test with papermill's report of the failing cell.
 """
 import ast
 import dataclasses
+import io
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
 
 from mark2_lib.config import TrainConfig
+from mark2_lib.metrics import ece_floor
+from mark2_lib.models import load_classifier
+from mark2_lib.timing import count_parameters, macs_per_second
 from mark2_lib.workbook import run_notebook
 
 pytestmark = pytest.mark.notebook
@@ -64,6 +73,22 @@ def test_training_parameters_default_to_train_config():
         assert not drift, f"{name}: parameters that differ from TrainConfig's defaults: {drift}"
 
 
+def outputs(ws, name):
+    """(printed text, the text/plain of every displayed table, number of figures) of an executed notebook."""
+    cells = json.loads((ws["out"] / name).read_text())["cells"]
+    outs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    printed = "".join("".join(o["text"]) for o in outs if o["output_type"] == "stream")
+    tables = ["".join(o["data"]["text/plain"]) for o in outs if "text/html" in o.get("data", {})]
+    return printed, tables, sum("image/png" in o.get("data", {}) for o in outs)
+
+
+def table_with_header(tables, *columns, whole=False):
+    """The one displayed table whose header line starts with (`whole`: is) these columns."""
+    found = [t for t in tables if t.splitlines()[0].split()[:None if whole else len(columns)] == list(columns)]
+    assert len(found) == 1, f"{len(found)} displayed tables have the columns {columns}"
+    return found[0]
+
+
 def test_00_check_environment(ws):
     run_notebook(NB / "00_check_environment.ipynb", ws["out"] / "00_check_environment.ipynb", {}, TIMEOUT, cwd=NB)
 
@@ -86,8 +111,10 @@ def test_02_teacher_soft_labels(ws):
     clip_rows = soft[soft["segment"].isna()]
     assert set(clip_rows["clip_id"]) == set(pd.read_csv(ws["data"] / "labels.csv")["clip_id"])
     assert soft["segment"].notna().any(), "no per-segment soft labels"
+    assert soft["p_noise"].between(0, 1).all() and np.allclose(soft["p_clean"] + soft["p_noise"], 1, atol=1e-6)
     for f in ("encoder.pt", "head.pt", "loss_curves.png", "history.csv"):
         assert (ws["runs"] / "teacher" / f).exists(), f
+    assert len(pd.read_csv(ws["runs"] / "teacher" / "history.csv")) == 2  # teacher_epochs
 
 
 def test_03_train_from_repo_root(ws):
@@ -97,9 +124,18 @@ def test_03_train_from_repo_root(ws):
     run_dir = ws["runs"] / "student"
     for f in ("encoder.pt", "head.pt", "last.pt", "loss_curves.png", "history.csv", "config.json", "result.json"):
         assert (run_dir / f).exists(), f
-    assert len(pd.read_csv(run_dir / "history.csv")) == 2
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["alpha"] == 0.7 and config["train"]["temperature"] == 4.0
+    result = json.loads((run_dir / "result.json").read_text())  # the best epoch's validation metrics
+    assert result["epochs_run"] == 2 and result["best_epoch"] in (1, 2)
+    best = history.set_index("epoch").loc[result["best_epoch"]]
+    for k in ("val_accuracy", "val_macro_f1", "val_ece"):
+        assert 0 <= result["best"][k] <= 1 and result["best"][k] == pytest.approx(best[k], abs=1e-5), k
+    with torch.no_grad():  # the saved student loads and classifies waveforms
+        logits = load_classifier(run_dir)(torch.randn(2, 40000, generator=torch.Generator().manual_seed(0)) * 0.1)
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
 
 
 def test_03_train_beside_a_run_with_other_settings(ws):
@@ -154,13 +190,88 @@ def test_04_explore_alpha_T(ws):
     # alpha = 0 ignores T: one run serves both T columns.
     assert table[table["alpha"] == 0.0]["run_dir"].nunique() == 1
     assert table[table["alpha"] == 0.7]["run_dir"].nunique() == 2
+    for _, row in table.iterrows():  # each cell of the grid reports its run's best validation metrics
+        result = json.loads((Path(row["run_dir"]) / "result.json").read_text())
+        assert row["best_epoch"] == result["best_epoch"] and row["epochs_run"] == result["epochs_run"] == 2
+        for k in ("val_accuracy", "val_macro_f1", "val_roc_auc", "val_ece"):
+            assert 0 <= row[k] <= 1 and row[k] == pytest.approx(result["best"][k], abs=1e-9), k
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated in favour of torch.export
 def test_05_evaluate(ws):
     ts = ws["runs"] / "student.ts"
     run(ws, "05_evaluate.ipynb", data_dir=str(ws["data"]), seeds=[0], epochs=2, compare_name=str(ws["runs"] / "compare"),
         teacher_run=str(ws["runs"] / "teacher"), export_path=str(ts), cache_dir=str(ws["cache"]))
-    assert ts.exists() and ts.stat().st_size > 0
-    executed = json.loads((ws["out"] / "05_evaluate.ipynb").read_text())
-    text = json.dumps(executed)
-    assert "kd_student" in text and "hard_only_student" in text and "teacher" in text
+    check_05_outputs(ws, ts)
+
+
+def check_05_outputs(ws, ts):
+    """What notebook 05 showed and wrote, checked against the data, the runs and the models it names."""
+    printed, tables, n_figures = outputs(ws, "05_evaluate.ipynb")
+    labels = pd.read_csv(ws["data"] / "labels.csv")
+    test = labels[labels["split"] == "test"]
+    assert set(test["label"]) == {"clean", "noise"}
+    y = (test["label"] == "noise").to_numpy().astype(int)
+    metrics = ["accuracy", "macro_f1", "roc_auc", "ece"]
+
+    # the per-seed comparison: one row per model, every metric a valid number in [0, 1]
+    per_seed = pd.read_csv(io.StringIO(table_with_header(tables, "model", "seed", *metrics, whole=True)), sep=r"\s+")
+    assert list(per_seed["model"]) == ["kd_student", "hard_only_student", "teacher"]
+    assert per_seed["seed"].tolist()[:2] == [0.0, 0.0] and np.isnan(per_seed["seed"].iloc[2])
+    assert per_seed[metrics].notna().all().all() and per_seed[metrics].apply(lambda c: c.between(0, 1)).all().all()
+    # the teacher's row: its soft labels (soft_labels.csv) scored against the test split's labels
+    soft = pd.read_csv(ws["data"] / "soft_labels.csv")
+    p = soft[soft["segment"].isna()].set_index("clip_id").loc[test["clip_id"], "p_noise"].to_numpy()
+    teacher = per_seed.set_index("model").loc["teacher"]
+    assert teacher["accuracy"] == pytest.approx(np.mean((p >= 0.5) == y), abs=6e-5)
+    assert teacher["macro_f1"] == pytest.approx(f1_score(y, p >= 0.5, average="macro", zero_division=0), abs=6e-5)
+    assert teacher["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=6e-5)
+    # the mean ± std summary agrees with the per-seed rows (one seed: no spread)
+    summary = table_with_header(tables, *metrics, whole=True).splitlines()[2:]
+    assert [line.split()[0] for line in summary] == list(per_seed["model"])
+    for line, (_, row) in zip(summary, per_seed.iterrows()):
+        cells = re.findall(r"(\d\.\d{3}) ± (\d\.\d{3})", line)
+        assert [float(s) for _, s in cells] == [0.0] * 4, line
+        assert [float(m) for m, _ in cells] == pytest.approx(row[metrics].tolist(), abs=6e-4), line
+    kd_ece, hard_ece = per_seed.set_index("model").loc[["kd_student", "hard_only_student"], "ece"]
+    assert f"ECE {kd_ece:.4f} vs {hard_ece:.4f} for hard-only" in printed
+    # the ECE floor printed for the test split's size and truth
+    truth = pd.read_csv(ws["data"] / "truth.csv").set_index("clip_id")
+    floor = re.search(r"perfectly calibrated model on (\d+) test clips: (\d\.\d{4}) ± (\d\.\d{4})", printed)
+    expected = ece_floor(truth.loc[test["clip_id"], "p_noise_annotator"].to_numpy())
+    assert int(floor[1]) == len(test) and [float(floor[2]), float(floor[3])] == pytest.approx(expected, abs=6e-5)
+
+    # accuracy per noise type and per SNR band: every test clip counted once, accuracies in [0, 1]
+    breakdowns = [t for t in tables if t.split()[:4] == ["n", "kd_student", "hard_only_student", "teacher"]]
+    assert len(breakdowns) == 2
+    for table in breakdowns:
+        rows = [line.split() for line in table.splitlines()[1:]]
+        assert sum(int(r[-4]) for r in rows) == len(test)
+        assert all(0 <= float(v) <= 1 for r in rows for v in r[-3:])
+    assert n_figures >= 2  # confusions + reliability, breakdowns
+
+    # the speed table: the seed-0 KD student's and the teacher's parameters and MACs
+    (kd_run,) = (ws["runs"] / "compare").glob("kd_student_s0-*")
+    models = {"student": load_classifier(kd_run), "teacher": load_classifier(ws["runs"] / "teacher")}
+    speed = table_with_header(tables, "parameters", "M", "MACs").splitlines()[1:]
+    assert [line.split()[0] for line in speed] == ["student", "teacher"]
+    for line, (name, model) in zip(speed, models.items()):
+        params, macs, realtime, faster = map(float, line.split()[1:])
+        assert params == count_parameters(model.model)
+        assert macs == pytest.approx(macs_per_second(model.model) / 1e6, abs=0.006)
+        assert math.isfinite(realtime) and realtime > 0 and math.isfinite(faster) and faster > 0
+    assert faster == 1.0  # the teacher against itself
+
+    # the exported TorchScript student: loads without mark2_lib's classes, [B, 2] logits = the KD run's
+    module = torch.jit.load(str(ts))
+    assert module.sample_rate == 16000
+    wave = torch.randn(3, 37000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        logits = module(wave)
+        assert logits.shape == (3, 2) and torch.isfinite(logits).all()
+        assert (logits - models["student"](wave)).abs().max() < 1e-5
+
+    # the folder it classified: every file of the dataset, none failed
+    classified = re.search(r"classified (\d+) files in .*: (\d+) noise, (\d+) clean, (\d+) failed", printed)
+    n, noise, clean, failed = map(int, classified.groups())
+    assert n == len(labels) and noise + clean == n and failed == 0

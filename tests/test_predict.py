@@ -215,6 +215,64 @@ def test_an_unfused_model_is_scored_through_a_fused_copy(runs, clips):
     np.testing.assert_allclose(df["p_noise"].to_numpy(float), expected["p_noise"].to_numpy(float), atol=1e-6)
 
 
+def write_long(path, seconds, sr=SR, channels=1):
+    """A long PCM_16 noise file, written a chunk at a time (no whole-file array)."""
+    n, rng = int(round(seconds * sr)), np.random.default_rng(int(seconds))
+    with sf.SoundFile(str(path), "w", sr, channels, subtype="PCM_16") as f:
+        for i in range(0, n, 1 << 18):
+            f.write(rng.integers(-8000, 8000, (min(1 << 18, n - i), channels), dtype=np.int16))
+    return path
+
+
+def test_predict_reads_at_most_block_frames_at_a_time(runs, tmp_path, monkeypatch):
+    block = 5000
+    paths = [write_long(tmp_path / "mono.wav", 40.0), write_long(tmp_path / "stereo.wav", 25.0, sr=44100, channels=2)]
+    reads, real_read = [], sf.SoundFile.read
+
+    def read(self, frames=-1, *args, **kwargs):
+        out = real_read(self, frames, *args, **kwargs)
+        reads.append((self.name, frames, len(out)))
+        return out
+
+    model = load_classifier(runs["mean"])
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    df, _ = predict.predict_paths(model, paths, progress=False, block_frames=block)
+    monkeypatch.undo()
+    assert (df["error"] == "").all() and df["p_noise"].between(0, 1).all()
+    assert df["n_segments"].tolist() == [audio.n_segments(40 * SR, CFG), audio.n_segments(25 * SR, CFG)]
+    for path in paths:
+        mine = [(frames, got) for name, frames, got in reads if name == str(path)]
+        assert all(0 < frames <= block and got <= block for frames, got in mine), mine[:3]  # never the whole file
+        assert sum(got for _, got in mine) == sf.info(str(path)).frames  # yet all of it, block by block
+        assert len(mine) >= sf.info(str(path)).frames // block
+
+
+def test_streaming_memory_does_not_grow_with_the_file(runs, tmp_path):
+    """Peak Python/numpy memory (tracemalloc) while streaming a file 4x as long stays about the same; reading
+    the file whole would take 4x as much (its decoded samples alone are 7.7 MB at 2 min)."""
+    import tracemalloc
+
+    model = load_classifier(runs["mean"])
+    paths = {s: write_long(tmp_path / f"{s}s.wav", s) for s in (30.0, 120.0)}
+
+    def peak(fn):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            fn()
+            return tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+
+    def drain(path):
+        for _ in stream.stream_stretches(path, CFG, block_frames=4096):
+            pass
+
+    for run in (drain, lambda p: predict.predict_paths(model, [p], progress=False, block_frames=4096)):
+        short, long = peak(lambda: run(paths[30.0])), peak(lambda: run(paths[120.0]))
+        assert long < 1.5 * short and long < 120 * SR * 4 / 8, (short, long)  # bounded, << the decoded file
+
+
 def test_44k1_stereo_file_is_resampled_and_mixed(runs, tmp_path):
     x = noise(3.7, sr=44100, channels=2, seed=3)
     path = write(tmp_path / "stereo.wav", x, sr=44100)

@@ -12,7 +12,13 @@ import torch
 from mark2_lib.builders import synth
 from mark2_lib.calibration import fit_calibration_temperature
 from mark2_lib.config import ModelConfig, TrainConfig
-from mark2_lib.data import Dataset, file_sha1, load_labels, load_soft_labels, write_soft_labels
+from mark2_lib.data import (
+    Dataset,
+    file_sha1,
+    load_labels,
+    load_soft_labels,
+    write_soft_labels,
+)
 from mark2_lib.errors import DataError
 from mark2_lib.evaluate import predict_features
 from mark2_lib.inference.export import export_torchscript
