@@ -103,3 +103,39 @@ def gap_recovery(table: pd.DataFrame, metric: str = "macro_f1", kd: str = "kd_st
     gap = table.loc[teacher, metric] - table.loc[hard, metric]
     return float((table.loc[kd, metric] - table.loc[hard, metric]) / gap) if gap else float("nan")
 
+
+
+def speed_report(student_run, paths, sample_rate: int, teacher: str = "run", teacher_run=None
+                 ) -> tuple[pd.DataFrame, str]:
+    """Notebook 05's speed table: the student against its teacher on the same audio files (the test
+    clips), and one line saying how much faster the student is.
+
+    `teacher="run"` times the trained run in `teacher_run` (left out when it has no weights) in turns
+    with the student (timing.speed_table; its "x faster" is the median of per-round ratios).
+    `teacher="dnsmos"` times DNSMOS on its own, one clip score per file as notebook 02 scores them.
+    """
+    from pathlib import Path
+
+    from .audio import load_audio
+    from .models import load_classifier
+    from .timing import speed_audio, speed_table
+
+    if teacher not in ("run", "dnsmos"):
+        raise ValueError(f"teacher={teacher!r}: expected 'run' or 'dnsmos'")
+    waves = speed_audio([load_audio(p, sample_rate) for p in paths], sample_rate)
+    models = {"student": load_classifier(student_run)}
+    if teacher == "run" and teacher_run and (Path(teacher_run) / "head.pt").exists():
+        models["teacher"] = load_classifier(teacher_run)
+    table = speed_table(models, waves, sample_rate)
+    if teacher == "dnsmos":
+        from . import dnsmos
+
+        table.loc["teacher"] = [np.nan, np.nan, dnsmos.realtime_factor([load_audio(p, dnsmos.SR).numpy() for p in paths])]
+    if "teacher" not in table.index:
+        return table, "no teacher to time"
+    faster = table.loc["student", "x faster than teacher"] if "x faster than teacher" in table \
+        else table.loc["student", "x real time"] / table.loc["teacher", "x real time"]
+    fewer = table.loc["teacher", "parameters"] / table.loc["student", "parameters"]
+    line = (f"the student is {faster:.1f}x faster than the {'DNSMOS ' if teacher == 'dnsmos' else ''}teacher"
+            + (f" with {fewer:.0f}x fewer parameters" if np.isfinite(fewer) else ""))
+    return table, line

@@ -89,6 +89,40 @@ def plot_loss_curves(history: pd.DataFrame, path=None, title: str | None = None,
     return fig
 
 
+def explore_sweep(table: pd.DataFrame, alpha: float, temperature: float, interactive: bool = True):
+    """Notebook 04's view of an alpha x T sweep (`experiments.alpha_temperature_sweep`): one run's loss
+    curves and best-epoch metrics beside the hard-only run (alpha = 0), chosen with two sliders
+    (ipywidgets) or, with `interactive=False`, shown for `alpha` and `temperature` alone."""
+    runs = {(r.alpha, r.temperature): r for r in table.itertuples()}
+    hard_only = next((r for (a, _), r in runs.items() if a == 0.0), None)
+    baseline = pd.read_csv(f"{hard_only.run_dir}/history.csv") if hard_only is not None else None
+    cols = ["val_macro_f1", "val_accuracy", "val_roc_auc", "val_ece", "best_epoch"]
+
+    def show_run(alpha: float, temperature: float):
+        from IPython.display import display
+
+        r = runs[(alpha, temperature)]
+        plot_loss_curves(pd.read_csv(f"{r.run_dir}/history.csv"), title=f"alpha = {alpha:g}, T = {temperature:g}",
+                         baseline=baseline)
+        plt.show()
+        rows = {f"alpha={alpha:g}, T={temperature:g}": table.loc[r.Index, cols]}
+        if hard_only is not None:
+            rows["hard-only (alpha=0)"] = table.loc[hard_only.Index, cols]
+        display(pd.DataFrame(rows).T.round(4))
+
+    if not interactive:
+        return show_run(alpha, temperature)
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    sliders = {"alpha": widgets.SelectionSlider(options=sorted({a for a, _ in runs}), value=alpha,
+                                                description="alpha", continuous_update=False),
+               "temperature": widgets.SelectionSlider(options=sorted({t for _, t in runs}), value=temperature,
+                                                      description="T", continuous_update=False)}
+    out = widgets.interactive_output(show_run, sliders)
+    display(widgets.HBox(list(sliders.values())), out)
+
+
 def plot_reliability(results: dict, ax=None, n_bins: int = 15):
     """Reliability diagram: observed noise rate against mean predicted P(noise), one line per model."""
     if ax is None:

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from conftest import require_or_skip
 
-from mark2_lib import dnsmos
+from mark2_lib import dnsmos, timing
 from mark2_lib.audio import n_segments
 from mark2_lib.builders import signals, synth
 from mark2_lib.config import AudioConfig
@@ -163,7 +163,7 @@ class CountingModel:
 def test_realtime_factor_is_audio_seconds_over_median_elapsed(monkeypatch):
     """With a scripted clock: warm-up untimed, every waveform scored once per round, median round."""
     clock = FakeClock()
-    monkeypatch.setattr(dnsmos, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     waves = [np.full(2 * SR, 0.25), np.full(3 * SR, -0.5)]  # 5 s of audio
     model = CountingModel(clock=clock, steps=[0.5, 2.0, 0.25], per_round=len(waves))  # rounds: 1.0, 4.0, 0.5 s
     factor = dnsmos.realtime_factor(waves, model, repeats=3)
@@ -179,7 +179,7 @@ def test_realtime_factor_times_the_real_model_on_the_audio(model, monkeypatch):
     import time
 
     clock = FakeClock(real=time.perf_counter)
-    monkeypatch.setattr(dnsmos, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     rng = np.random.default_rng(0)
     waves = [0.1 * rng.standard_normal(2 * SR), 0.1 * rng.standard_normal(SR)]
     counting = CountingModel(inner=model)
