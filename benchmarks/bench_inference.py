@@ -68,7 +68,8 @@ def load(size: str, run, overrides=None):
     """(fused WaveformClassifier, as inference runs it, and its AudioConfig): a trained run, or an untrained
     build_model(size) with the size's own front end, with `overrides` (`--student-config` items) applied."""
     from mark2_lib.config import configure
-    from mark2_lib.models import WaveformClassifier, build_model, load_classifier
+    from mark2_lib.models import WaveformClassifier, build_model
+    from mark2_lib.run_folders import load_classifier
 
     if run:
         model = load_classifier(run)

@@ -9,7 +9,7 @@ from .config import CLASSES as CLASSES  # class names by index (1 = "noise")
 
 
 def load_classifier(run_dir):
-    """A trained run as a waveform -> clip logits module (see mark2_lib.models.load_classifier)."""
-    from .models import load_classifier as _load
+    """A trained run as a waveform -> clip logits module (see mark2_lib.run_folders.load_classifier)."""
+    from .run_folders import load_classifier as _load
 
     return _load(run_dir)

@@ -216,11 +216,9 @@ SIZES = {
 # Front end per size. The teacher keeps the rich 64-band features it was trained on (32 ms
 # windows every 20 ms, each segment framed on its own). The student reads 32 bands of short
 # frames, a 16 ms window every 25 ms (n_fft = win_length = 256, hop_length = 400, 41 frames per
-# segment), framed once per clip (`AudioConfig.framing`): the STFT reads 64 % of the samples once
-# instead of every sample 3.2 times, and a segment holds 2.5x fewer values. (25 ms windows, every
-# sample read: the same macro-F1 within 0.1 point, 1.3x slower end to end; see the README.)
-# Segment length and hop are the same, so the teacher's per-segment soft labels line up with the
-# student's segments.
+# segment), framed once per clip (`AudioConfig.framing`), so the STFT reads fewer samples, each once,
+# and a segment holds fewer values (docs/speed.md measures what that buys). Segment length and hop
+# are the same, so the teacher's per-segment soft labels line up with the student's segments.
 AUDIO_SIZES = {
     "student": AudioConfig(n_fft=256, win_length=256, hop_length=400, n_mels=32, framing="clip"),
     "teacher": AudioConfig(),

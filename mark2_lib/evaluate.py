@@ -117,7 +117,7 @@ def speed_report(student_run, paths, sample_rate: int, teacher: str = "run", tea
     from pathlib import Path
 
     from .audio import load_audio
-    from .models import load_classifier
+    from .run_folders import load_classifier
     from .timing import speed_audio, speed_table
 
     if teacher not in ("run", "dnsmos"):

@@ -13,7 +13,7 @@ from .config import AudioConfig, ModelConfig, TrainConfig
 from .data import Dataset
 from .evaluate import mean_std_table, predict_features
 from .metrics import classification_metrics
-from .models import load_classifier
+from .run_folders import load_classifier
 from .run_folders import run_name
 from .train import train_run
 

@@ -6,23 +6,34 @@ The student's encoder also takes each segment's mean level off its input (`level
 sums up its last map by mean and std (`stats_pooling`). Class index 1 is "noise".
 
 Training runs each conv and then its BatchNorm. For inference `fuse()` folds each such BatchNorm into
-its conv once (`torch.nn.utils.fusion`) and runs the stem as one matrix product; `load_classifier`
-loads encoder.pt and head.pt (the unfused model's state_dict), then fuses.
+its conv once (`fold_batchnorm`) and runs the stem as one matrix product; `run_folders.load_classifier`
+loads a run's encoder.pt and head.pt (the unfused model's state_dict), then fuses.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import copy
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .audio import LogMel
 from .config import AudioConfig, ModelConfig, audio_config, model_config
 
 STD_EPS = 1e-5  # added to the variance under stats pooling's square root
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of `conv` with the eval-mode `bn` after it folded in: weight * s, bias b - mean * s, where
+    s = gamma / sqrt(var + eps). As torch.nn.utils.fusion.fuse_conv_bn_eval (tests compare them), but
+    with the bias's products in the order every published run was validated and scored with, so those
+    results reproduce to the last digit; torch's order differs by an ulp, which moves soft labels."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    fused = copy.deepcopy(conv)  # not a new Conv2d: its initialisation would draw from the global RNG
+    fused.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
+    fused.bias = nn.Parameter(bn.bias - bn.running_mean * scale, requires_grad=False)
+    return fused
 
 
 class SeparableBlock(nn.Module):
@@ -44,8 +55,8 @@ class SeparableBlock(nn.Module):
 
     def fuse(self) -> None:
         """Fold each BatchNorm into the conv before it (eval mode, called by `Encoder.fuse`)."""
-        self.depthwise, self.bn1 = fuse_conv_bn_eval(self.depthwise, self.bn1), nn.Identity()
-        self.pointwise, self.bn2 = fuse_conv_bn_eval(self.pointwise, self.bn2), nn.Identity()
+        self.depthwise, self.bn1 = fold_batchnorm(self.depthwise, self.bn1), nn.Identity()
+        self.pointwise, self.bn2 = fold_batchnorm(self.pointwise, self.bn2), nn.Identity()
 
 
 class Encoder(nn.Module):
@@ -85,7 +96,7 @@ class Encoder(nn.Module):
             return self
         if self.training:
             raise RuntimeError("Encoder.fuse() folds in BatchNorm's running statistics: call eval() first")
-        self.stem[0], self.stem[1] = fuse_conv_bn_eval(self.stem[0], self.stem[1]), nn.Identity()
+        self.stem[0], self.stem[1] = fold_batchnorm(self.stem[0], self.stem[1]), nn.Identity()
         for block in self.blocks:
             block.fuse()
         self.fused = True
@@ -275,26 +286,3 @@ def build_model(size: str | ModelConfig = "student", audio: AudioConfig | None =
     """Build a student or teacher (or any ModelConfig) for the given AudioConfig (default: the size's own)."""
     cfg = size if isinstance(size, ModelConfig) else model_config(size, **overrides)
     return ClipClassifier(audio or (audio_config(size) if isinstance(size, str) else AudioConfig()), cfg)
-
-
-def load_classifier(run_dir) -> WaveformClassifier:
-    """Rebuild a trained model from `config.json` + `encoder.pt` + `head.pt` (weights_only loading), for inference.
-
-    Returns a fused WaveformClassifier (eval mode, see `Encoder.fuse`): waveform batch `[B, samples]` at
-    the run's sample rate -> clip logits `[B, 2]` (index 1 = noise)."""
-    run_dir = Path(run_dir)
-    for name in ("config.json", "encoder.pt", "head.pt"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} is missing: is {run_dir} a finished training run?")
-    config = json.loads((run_dir / "config.json").read_text())
-    try:
-        audio = AudioConfig.from_dict(config["audio"])  # runs saved before `framing` existed: "segment"
-        model_cfg = ModelConfig.from_dict(config["model"])  # runs saved before a field existed: as trained
-    except KeyError as e:
-        raise ValueError(f"{run_dir / 'config.json'}: no {e} section; is it a training run's config?") from None
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{run_dir / 'config.json'}: {e}") from None
-    model = ClipClassifier(audio, model_cfg)
-    model.encoder.load_state_dict(torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True))
-    model.head.load_state_dict(torch.load(run_dir / "head.pt", map_location="cpu", weights_only=True))
-    return WaveformClassifier(audio, model).fuse()

@@ -1,12 +1,16 @@
-"""Run folders: the settings a run records in config.json, the run names hashed from them, and
-where a run goes when the folder it was given holds a run trained with other settings."""
+"""Run folders: the settings a run records in config.json, the run names hashed from them, where a
+run goes when the folder it was given holds a run trained with other settings, and loading a
+finished run as a classifier (`load_classifier`)."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from .config import RUNTIME_FIELDS, AudioConfig, ModelConfig, TrainConfig
+from .models import ClipClassifier, WaveformClassifier
 
 ON_CONFLICT = ("raise", "new")
 
@@ -70,3 +74,26 @@ def place_run(run_dir, config: dict, cfg: TrainConfig, audio: AudioConfig, model
         there = "a new run"
     return new_dir, (f"{run_dir} holds a run trained with other settings (they differ in {diff}): it is left "
                      f"untouched, and this run goes to {new_dir} ({there})")
+
+
+def load_classifier(run_dir) -> WaveformClassifier:
+    """Rebuild a trained model from `config.json` + `encoder.pt` + `head.pt` (weights_only loading), for inference.
+
+    Returns a fused WaveformClassifier (eval mode, see `Encoder.fuse`): waveform batch `[B, samples]` at
+    the run's sample rate -> clip logits `[B, 2]` (index 1 = noise)."""
+    run_dir = Path(run_dir)
+    for name in ("config.json", "encoder.pt", "head.pt"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} is missing: is {run_dir} a finished training run?")
+    config = json.loads((run_dir / "config.json").read_text())
+    try:
+        audio = AudioConfig.from_dict(config["audio"])  # runs saved before `framing` existed: "segment"
+        model_cfg = ModelConfig.from_dict(config["model"])  # runs saved before a field existed: as trained
+    except KeyError as e:
+        raise ValueError(f"{run_dir / 'config.json'}: no {e} section; is it a training run's config?") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{run_dir / 'config.json'}: {e}") from None
+    model = ClipClassifier(audio, model_cfg)
+    model.encoder.load_state_dict(torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True))
+    model.head.load_state_dict(torch.load(run_dir / "head.pt", map_location="cpu", weights_only=True))
+    return WaveformClassifier(audio, model).fuse()

@@ -25,7 +25,7 @@ from .errors import DataError
 from .data import (Dataset, FeatureCache, Manifest, SoftLabels, file_sha1, load_labels, load_soft_labels,
                    write_soft_labels)
 from .evaluate import metrics_table
-from .models import load_classifier
+from .run_folders import load_classifier
 from .train import train_run
 
 DEFAULT_TEACHER_NAME = "mark2-teacher"

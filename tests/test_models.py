@@ -17,13 +17,8 @@ from mark2_lib.config import (
     configure,
     model_config,
 )
-from mark2_lib.models import (
-    STD_EPS,
-    ClipClassifier,
-    WaveformClassifier,
-    build_model,
-    load_classifier,
-)
+from mark2_lib.models import STD_EPS, ClipClassifier, WaveformClassifier, build_model
+from mark2_lib.run_folders import load_classifier
 from mark2_lib.timing import count_parameters, macs_per_second
 
 AUDIO = AudioConfig()  # segment framing, 64 bands (the teacher's front end)
@@ -175,6 +170,32 @@ def test_fuse_folds_batchnorm_once_without_changing_the_result(size):
     before = model.encoder.stem[1].running_mean.clone()
     model.segment_forward(x)
     assert not torch.equal(model.encoder.stem[1].running_mean, before)
+
+
+@pytest.mark.parametrize("groups,kernel", [(1, 3), (8, 3), (1, 1)])
+def test_fold_batchnorm_matches_torch_fusion(groups, kernel):
+    """The fold against torch.nn.utils.fusion.fuse_conv_bn_eval: same weight, and a bias and output within
+    float rounding (its own product order is the one the published runs used)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from mark2_lib.models import fold_batchnorm
+
+    g = torch.Generator().manual_seed(groups + kernel)
+    conv = torch.nn.Conv2d(8, 16, kernel, stride=2, padding=kernel // 2, groups=groups, bias=False)
+    bn = torch.nn.BatchNorm2d(16)
+    with torch.no_grad():
+        for t in (conv.weight, bn.weight, bn.bias, bn.running_mean):
+            t.copy_(torch.randn(t.shape, generator=g))
+        bn.running_var.copy_(torch.rand(16, generator=g) + 0.1)
+    conv.eval(), bn.eval()
+    ours, theirs = fold_batchnorm(conv, bn), fuse_conv_bn_eval(conv, bn)
+    assert not ours.weight.requires_grad and ours.stride == conv.stride and ours.groups == groups
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
+    torch.testing.assert_close(ours.bias, theirs.bias, rtol=1e-6, atol=1e-6)
+    x = torch.randn(2, 8, 9, 11, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
 def test_state_dict_keys_are_those_of_saved_runs():

@@ -23,7 +23,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from mark2_lib.config import TrainConfig
 from mark2_lib.metrics import ece_floor
-from mark2_lib.models import load_classifier
+from mark2_lib.run_folders import load_classifier
 from mark2_lib.timing import count_parameters, macs_per_second
 from mark2_lib.workbook import run_notebook
 

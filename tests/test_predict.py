@@ -17,7 +17,8 @@ from mark2_lib.builders.synth import make_default_dataset
 from mark2_lib.cli import main
 from mark2_lib.config import AudioConfig, audio_config, model_config
 from mark2_lib.inference import predict, stream
-from mark2_lib.models import ClipClassifier, WaveformClassifier, load_classifier
+from mark2_lib.models import ClipClassifier, WaveformClassifier
+from mark2_lib.run_folders import load_classifier
 
 CFG = audio_config("student")  # clip framing
 LEGACY = AudioConfig()         # segment framing, as runs saved before framing existed

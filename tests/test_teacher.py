@@ -22,7 +22,7 @@ from mark2_lib.data import (
 from mark2_lib.errors import DataError
 from mark2_lib.evaluate import predict_features
 from mark2_lib.inference.export import export_torchscript
-from mark2_lib.models import load_classifier
+from mark2_lib.run_folders import load_classifier
 from mark2_lib.teacher import (
     TEACHERS,
     check_disjoint,

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write
-from ..models import load_classifier
+from ..run_folders import load_classifier
 
 
 def export_torchscript(run_dir, out_path) -> Path:

@@ -27,7 +27,8 @@ from ..atomic import atomic_write
 from ..audio import segment_times
 from ..config import AudioConfig
 from ..errors import DataError
-from ..models import WaveformClassifier, load_classifier
+from ..models import WaveformClassifier
+from ..run_folders import load_classifier
 from .stream import BLOCK_FRAMES, stream_stretches
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
