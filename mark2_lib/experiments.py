@@ -13,8 +13,7 @@ from .config import AudioConfig, ModelConfig, TrainConfig
 from .data import Dataset
 from .evaluate import mean_std_table, predict_features
 from .metrics import classification_metrics
-from .run_folders import load_classifier
-from .run_folders import run_name
+from .run_folders import load_classifier, run_name
 from .train import train_run
 
 __all__ = ["run_name", "cached_train", "alpha_temperature_sweep", "test_predictions", "compare_kd", "grid_values"]
