@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: help setup data workbook test test-fast lab bench clean-runs setup-dnsmos data-real workbook-real chromium test-browser
+.PHONY: help setup data workbook test test-fast lab bench clean-runs setup-dnsmos setup-scale data-real workbook-real chromium test-browser
 
 help:
 	@echo "make workbook   set up .venv, build the default data, run notebooks 01-05 -> runs/executed/"
@@ -50,6 +50,15 @@ $(DNSMOS_STAMP): $(STAMP)
 	@touch $(DNSMOS_STAMP)
 
 setup-dnsmos: $(DNSMOS_STAMP)
+
+# The Ray engine's optional extra (ray[data]) for corpus jobs on a cluster, installed once per pyproject.toml.
+SCALE_STAMP := $(VENV)/.mark2-scale-installed
+$(SCALE_STAMP): $(STAMP)
+	@echo "==> installing the scale extra (pip install -e .[scale])"
+	@$(PY) -m pip install --disable-pip-version-check -q -e '.[scale]'
+	@touch $(SCALE_STAMP)
+
+setup-scale: $(SCALE_STAMP)
 
 # Real recordings: apt-get download + dpkg-deb -x of four Debian packages (no root), mixed into clips.
 REAL_CLIPS ?= 480

@@ -1,4 +1,4 @@
-"""Command line: `python -m mark2_lib {make-data,make-real-data,run-notebooks,predict,export} ...`."""
+"""Command line: `python -m mark2_lib {make-data,make-real-data,run-notebooks,predict,soft-labels,export} ...`."""
 from __future__ import annotations
 
 import argparse
@@ -54,20 +54,71 @@ def _run_notebooks(args) -> int:
     return 0
 
 
+def _engine_options(args) -> dict:
+    return dict(root=args.root, engine=args.engine, workers=args.workers, shard_size=args.shard_size,
+                ray_address=args.ray_address, progress=not args.no_progress)
+
+
+def _job_failed(e: Exception) -> int:
+    """Exit status and message for a job that raised: 2 for bad input or options, 1 when scoring failed."""
+    from .jobs.engines import ShardError
+
+    print(f"error: {e}", file=sys.stderr)
+    return 1 if isinstance(e, ShardError) else 2
+
+
 def _predict(args) -> int:
-    from .inference.predict import predict_paths, summary_text, write_predictions
+    from .inference.predict import summary_text
+    from .jobs.score import predict_job
+    from .jobs.engines import ShardError
 
     try:
-        clips, segments = predict_paths(args.run_dir, args.paths, batch_size=args.batch_size,
-                                        segments=args.segments, progress=not args.no_progress,
-                                        threshold=args.threshold)
-    except (FileNotFoundError, ValueError) as e:  # no such run, bad options
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    written = write_predictions(clips, args.out, segments)
+        info = predict_job(args.run_dir, args.paths, args.out, segments=args.segments, batch_size=args.batch_size,
+                           threshold=args.threshold, **_engine_options(args))
+    except (FileNotFoundError, ValueError, ImportError, ShardError) as e:  # no such run, bad options or inputs
+        return _job_failed(e)
+    clips = info["clips"]
     print(summary_text(clips), file=sys.stderr)
-    print("wrote " + " and ".join(map(str, written)), file=sys.stderr)
+    print("wrote " + " and ".join(map(str, info["written"])), file=sys.stderr)
     return 1 if (clips["error"] != "").any() else 0
+
+
+def _soft_labels(args) -> int:
+    from .jobs.score import soft_labels_job
+    from .jobs.engines import ShardError
+
+    try:
+        info = soft_labels_job(args.teacher, args.paths, args.out, segments=args.segments, cache_dir=args.cache_dir,
+                               **_engine_options(args))
+    except (FileNotFoundError, ValueError, ImportError, ShardError) as e:
+        return _job_failed(e)
+    n_failed = len(info["errors"])
+    lines = [f"{info['n_inputs']} files: {info['n_scored']} labelled by {info['teacher']}, {n_failed} failed"]
+    if "a" in info:
+        lines.append(f"  DNSMOS: {info['n_cached']} from the cache; Platt fit on the train split: "
+                     f"p_noise = sigmoid({info['a']:.3f} * BAK + {info['b']:.3f})")
+    print("\n".join(lines), file=sys.stderr)
+    print(f"wrote {info['path']}", file=sys.stderr)
+    return 1 if n_failed else 0
+
+
+def _add_engine_options(p) -> None:
+    from .jobs.engines import ENGINES
+
+    g = p.add_argument_group("corpus-scale options (sharded, resumable: finished shards are kept in <out>.parts/ "
+                             "until the output is written, and a rerun of the same command skips them)")
+    g.add_argument("--root", default=None, help="clip ids are paths relative to this folder (default: as given)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="serial: this process; local: a process per core (default); ray: Ray Data actors")
+    g.add_argument("--workers", type=int, default=None, help="worker processes / actors (default: every core)")
+    g.add_argument("--shard-size", type=int, default=64, help="files per shard (default 64)")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join, e.g. 'auto' or HOST:PORT (default: start a local Ray)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+INPUTS_HELP = ("inputs: folders (recursed), audio files, file lists (.txt), labels.csv, or JSON-lines manifests "
+               "(.jsonl: audio_filepath, optional duration and any other fields, kept in a .jsonl output)")
 
 
 def _export(args) -> int:
@@ -130,17 +181,42 @@ def main(argv=None) -> int:
                         truncated or NaN/inf file it holds the message and the score is empty)
   <out stem>_segments.csv  with --segments, one row per segment: path, segment (0-based),
                         start_s, end_s (seconds, end clipped to the file's length), p_noise, label
+  .jsonl instead of .csv: one line per input, its fields (a manifest's) then clip_id and the columns
 audio files in folders: .wav .flac .ogg .mp3 .aiff .aif .opus (any case); other rates and
 stereo are resampled / mixed to mono. A summary goes to stderr; the exit status is 1 when any
 file failed, 2 when the run folder or an option is bad.""")
     p.add_argument("run_dir", help="training run folder (config.json, encoder.pt, head.pt)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
-    p.add_argument("--out", default="predictions.csv", help="clip-level CSV (default predictions.csv)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders, file lists, labels.csv, "
+                   "JSON-lines manifests")
+    p.add_argument("--out", default="predictions.csv",
+                   help="clip-level .csv (default predictions.csv), or .jsonl keeping every input field")
     p.add_argument("--segments", action="store_true", help="also write <out stem>_segments.csv")
     p.add_argument("--batch-size", type=int, default=64, help="segments per forward pass (default 64)")
     p.add_argument("--threshold", type=float, default=0.5, help="label 'noise' when p_noise >= this")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_engine_options(p)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "soft-labels", help="label a corpus with a teacher: DNSMOS, a trained run or a TorchScript model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Soft labels for every input clip, by DNSMOS (Platt-calibrated on the train split's hard "
+                    "labels), a trained run folder, or a TorchScript teacher (.ts/.pt: waveform [B, samples] -> "
+                    "logits [B, 2]).",
+        epilog=f"""{INPUTS_HELP}
+output, by the extension of --out:
+  .csv     soft_labels.csv (clip_id, segment, teacher, p_clean, p_noise): a whole-clip row per clip,
+           and with --segments a row per segment; clips that fail get no row and are listed
+  .jsonl   one line per input: its fields, then clip_id, p_clean, p_noise, teacher (DNSMOS: sig,
+           bak, ovr too; --segments: segment_p_noise) and error
+DNSMOS needs the train split's hard labels (labels.csv, or manifest fields "split" and "label").
+The exit status is 1 when any file failed, 2 when the teacher, an input or an option is bad.""")
+    p.add_argument("--teacher", required=True, help="'dnsmos', a trained run folder, or a TorchScript file")
+    p.add_argument("paths", nargs="+", metavar="INPUT", help="what to label (see below)")
+    p.add_argument("--out", default="soft_labels.csv", help="soft_labels.csv (default), or a .jsonl")
+    p.add_argument("--segments", action="store_true", help="also label each segment (1 s windows every 0.5 s)")
+    p.add_argument("--cache-dir", default=None, help="DNSMOS score cache (default data/cache, as notebook 02)")
+    _add_engine_options(p)
+    p.set_defaults(func=_soft_labels)
 
     p = sub.add_parser("export", help="write a run as a TorchScript module (waveform in, clip logits out)")
     p.add_argument("run_dir", help="training run folder")

@@ -88,30 +88,45 @@ def _cache_key(path, audio: AudioConfig) -> str:
     return hashlib.sha1(tag.encode()).hexdigest()
 
 
+class DnsmosCache:
+    """DNSMOS scores of audio files kept by file content under `<cache_dir>/dnsmos/`; the model loads on first need."""
+
+    def __init__(self, cache_dir, audio: AudioConfig, model: DnsmosModel | None = None, threads: int | None = None):
+        self.folder, self.audio, self.model, self.threads = Path(cache_dir) / "dnsmos", audio, model, threads
+        self.seg_cfg = dataclasses.replace(audio, sample_rate=SR)
+
+    def scores(self, path, segments: bool = False) -> tuple[dict, bool]:
+        """({"clip": [SIG, BAK, OVR], "segments": BAK per segment or None}, whether it came from the cache).
+
+        With `segments`, an entry cached without them is completed (the clip score is kept)."""
+        entry_path = self.folder / f"{_cache_key(path, self.audio)}.json"
+        entry = json.loads(entry_path.read_text()) if entry_path.exists() else None
+        cached = entry is not None and (entry["segments"] is not None or not segments)
+        if not cached:
+            self.model = self.model or DnsmosModel(self.threads)
+            wave = load_audio(path, SR)
+            entry = entry or {"clip": self.model.score(wave.numpy()), "segments": None}
+            if segments:
+                entry["segments"] = [self.model.score(s)[1] for s in segment_waveform(wave, self.seg_cfg).numpy()]
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(json.dumps(entry), entry_path)
+        return entry, cached
+
+
 def score_manifest(manifest: Manifest, audio: AudioConfig, cache_dir, segment_splits=SPLITS,
                    model: DnsmosModel | None = None, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """DNSMOS for every clip (and the segments of clips in `segment_splits`), cached by file content.
 
     Returns (table with clip_id, split, sig, bak, ovr, cached; {clip_id: BAK per segment}).
     """
-    seg_cfg = dataclasses.replace(audio, sample_rate=SR)
-    folder = Path(cache_dir) / "dnsmos"
-    folder.mkdir(parents=True, exist_ok=True)
+    cache = DnsmosCache(cache_dir, audio, model)
+    cache.folder.mkdir(parents=True, exist_ok=True)
     rows, segments = [], {}
     bar = tqdm(list(zip(manifest.df["clip_id"], manifest.df["path"], manifest.df["split"])),
                desc="DNSMOS", unit="clip", disable=not progress)
     for clip_id, path, split in bar:
         want_segments = split in segment_splits
-        entry_path = folder / f"{_cache_key(path, audio)}.json"
-        entry = json.loads(entry_path.read_text()) if entry_path.exists() else None
-        cached = entry is not None and (entry["segments"] is not None or not want_segments)
-        if not cached:
-            model = model or DnsmosModel()
-            wave = load_audio(path, SR)
-            entry = entry or {"clip": model.score(wave.numpy()), "segments": None}
-            if want_segments:
-                entry["segments"] = [model.score(s)[1] for s in segment_waveform(wave, seg_cfg).numpy()]
-            atomic_write_text(json.dumps(entry), entry_path)
+        entry, cached = cache.scores(path, want_segments)
         sig, bak, ovr = entry["clip"]
         rows.append({"clip_id": clip_id, "split": split, "sig": sig, "bak": bak, "ovr": ovr, "cached": cached})
         if want_segments:

@@ -26,6 +26,17 @@ def require_or_skip(missing: str, what: str = "this test") -> None:
     pytest.skip(missing)
 
 
+def dnsmos_missing() -> str | None:
+    """None when the `dnsmos` extra imports (onnxruntime, speechmos), else what failed and how to install it."""
+    from mark2_lib import dnsmos
+
+    try:
+        dnsmos.require_dnsmos()
+    except ImportError as e:
+        return f"{e}; or run 'make setup-dnsmos'"
+    return None
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """(manifest, features, audio_cfg) for 48 synthetic 2 s clips (3 segments each), features cached.

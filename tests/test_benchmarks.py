@@ -24,6 +24,7 @@ SCRIPTS = {  # test name -> script
     "test_bench_inference_quick": "bench_inference.py",
     "test_bench_student_options_quick": "bench_student_options.py",
     "test_bench_train_quick": "bench_train.py",
+    "test_bench_scale_quick": "bench_scale.py",
 }
 TIMEOUT_S = 300
 
@@ -155,3 +156,23 @@ def test_bench_train_quick(runs):
     assert costs, text
     finite(*costs.groups())
     assert "peak RSS" not in text  # --quick leaves out the memory runs
+
+
+def test_bench_scale_quick(runs):
+    """Serial, local and Ray engines (Ray needs the scale extra, as CI installs it) for the student, and
+    DNSMOS too when its extra is there, with the goal ratios."""
+    text = finished(runs, "bench_scale.py")
+    assert re.search(r"^student: 16 files, 32 s of audio, shards of 4$", text, re.M), text
+    table = rows(text, rf"(dnsmos|student)\s+(serial|local|ray)\s+([12])\s+(\d+)\s+{NUM}\s+{NUM}\s+{NUM}\s+{NUM}x\s+{NUM}")
+    want = [("serial", "1"), ("local", "1"), ("local", "2"), ("ray", "1"), ("ray", "2")]
+    models = sorted({m[1] for m in table})
+    assert "student" in models, text
+    for model in models:
+        assert [(m[2], m[3]) for m in table if m[1] == model] == want, model
+    for m in table:
+        positive(m[5], m[6], m[7], m[9])
+        finite(m[8])
+    assert re.search(rf"^Ray start \(local, 2 CPUs, once, not in the rows above\): {NUM} s$", text, re.M), text
+    goal = re.search(rf"^  student on 16 files, Ray vs local: {NUM}x the time at 1 worker, {NUM}x at 2", text, re.M)
+    assert goal, text
+    positive(goal[1], goal[2])

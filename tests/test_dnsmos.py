@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import require_or_skip
+from conftest import dnsmos_missing, require_or_skip
 
 from mark2_lib import dnsmos, timing
 from mark2_lib.audio import n_segments
@@ -22,16 +22,7 @@ from mark2_lib.errors import DataError
 SR = 16000
 
 
-def missing_extra() -> str | None:
-    """None when onnxruntime and speechmos import, else what failed and how to install the extra."""
-    try:
-        dnsmos.require_dnsmos()
-    except ImportError as e:
-        return f"{e}; or run 'make setup-dnsmos'"
-    return None
-
-
-MISSING = missing_extra()
+MISSING = dnsmos_missing()
 
 
 @pytest.fixture(scope="module", autouse=True)
