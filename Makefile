@@ -19,6 +19,7 @@ help:
 	@echo "make test-browser  install Chromium if needed, move notebook 04's sliders in JupyterLab (screenshots)"
 	@echo "make lab        open JupyterLab in the project's environment"
 	@echo "make bench      run the benchmarks in benchmarks/"
+	@echo "make setup-dnsmos / setup-scale  the optional DNSMOS teacher / Ray engine extras"
 	@echo "make data-real  build the real-speech corpus from Debian packages -> data/real/clips/"
 	@echo "make workbook-real  notebooks 01-05 on the real corpus with the DNSMOS teacher -> runs/executed-real/"
 

@@ -24,8 +24,15 @@ def count_parameters(model: nn.Module) -> int:
     A fused ClipClassifier is counted as it was trained, BatchNorm weights and biases included: fusing
     changes how a model runs, not what it learned."""
     if isinstance(model, ClipClassifier) and model.encoder.fused:
-        model = ClipClassifier(model.audio, model.config)
+        model = fresh_copy(model)
     return sum(p.numel() for p in model.parameters())
+
+
+def fresh_copy(model: ClipClassifier) -> ClipClassifier:
+    """A new, unfused ClipClassifier of `model`'s architecture, built without drawing from the global
+    random generators (its initialisation would otherwise change what a seeded caller draws next)."""
+    with torch.random.fork_rng(devices=[]):
+        return ClipClassifier(model.audio, model.config)
 
 
 def macs_per_second(model: ClipClassifier, audio: AudioConfig | None = None) -> float:
@@ -44,7 +51,8 @@ def macs_per_second(model: ClipClassifier, audio: AudioConfig | None = None) -> 
         elif isinstance(mod, nn.Linear):
             macs[0] += out.numel() * mod.in_features
 
-    counted = ClipClassifier(audio, model.config).eval()
+    with torch.random.fork_rng(devices=[]):
+        counted = ClipClassifier(audio, model.config).eval()
     for m in counted.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.register_forward_hook(hook)

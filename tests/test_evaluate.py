@@ -259,3 +259,16 @@ def test_predict_features_scores_an_unfused_model_through_a_fused_copy():
         for i, x in enumerate(features.values()):
             clip, _ = net.eval()(torch.from_numpy(x)[None], torch.ones(1, len(x), dtype=torch.bool))
             np.testing.assert_allclose(pred["logits"][i], clip[0].numpy(), atol=1e-5)
+
+
+def test_counting_a_model_does_not_move_the_global_rng():
+    """Parameters and MACs are counted on a freshly built model: building it must not change what a
+    seeded caller (a training run, a notebook) draws next."""
+    from mark2_lib.timing import count_parameters, macs_per_second
+
+    model = build_model("student").fuse()
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    count_parameters(model), macs_per_second(model)
+    assert torch.equal(torch.rand(3), expected)
