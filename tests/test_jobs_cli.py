@@ -188,3 +188,18 @@ def test_dnsmos_soft_labels_are_calibrated_cached_and_repeatable(tiny_data, tmp_
     assert 1 <= lines[0]["bak"] <= 5.5 and "file not found" in lines[2]["error"] and lines[2]["p_noise"] is None
     with pytest.raises(ValueError, match="calibration needs labelled train clips"):
         soft_labels_job("dnsmos", [manifest.df["path"][0]], tmp_path / "x.csv", cache_dir=cache, progress=False)
+
+
+def test_a_train_label_that_is_not_a_label_is_named():
+    """The DNSMOS Platt fit reads the train split's labels: an empty one is left out, a wrong one is refused."""
+    from mark2_lib.errors import DataError
+    from mark2_lib.jobs.inputs import Item
+    from mark2_lib.jobs.score import _train_labels
+
+    items = [Item(0, "/a.wav", "a", {"split": "train", "label": "noise"}, "m.jsonl line 1"),
+             Item(1, "/b.wav", "b", {"split": "train", "label": ""}, "m.jsonl line 2"),
+             Item(2, "/c.wav", "c", {"split": "test", "label": "??"}, "m.jsonl line 3")]
+    assert _train_labels(items) == {0: 1}
+    bad = items + [Item(3, "/d.wav", "d", {"split": "train", "label": "noisy"}, "m.jsonl line 4")]
+    with pytest.raises(DataError, match="m.jsonl line 4: unknown label 'noisy'"):
+        _train_labels(bad)

@@ -86,16 +86,20 @@ def _errors(items: list[Item], rows: list[dict]) -> list[dict]:
 
 
 def _train_labels(items: list[Item]) -> dict[int, int]:
-    """{item index: hard label (1 = noise)} of the train split's labelled items: what the Platt fit uses."""
+    """{item index: hard label (1 = noise)} of the train split's labelled items: what the Platt fit uses.
+    A train item without a label is left out of the fit; one with a label that is not a label is an error."""
     from ..data.labels import parse_label
 
     out = {}
     for it in items:
         if not it.error and str(it.fields.get("split", "")).strip().lower() == "train":
-            try:
-                out[it.index] = parse_label(it.fields.get("label"))
-            except DataError:
+            label = it.fields.get("label")
+            if label is None or str(label).strip() == "":
                 continue
+            try:
+                out[it.index] = parse_label(label)
+            except DataError as e:
+                raise DataError(f"{it.source}: {e}") from None
     return out
 
 
