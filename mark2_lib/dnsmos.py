@@ -7,6 +7,10 @@ Its model takes exactly 9.01 s at 16 kHz. Like `speechmos.dnsmos.run`, shorter a
 averaged. A clip is scored whole; each 1 s student segment is scored on its own, tiled the same way.
 BAK becomes p_noise by a logistic (Platt) fit on the train split's hard labels only.
 
+Each model runs on one thread. ONNX Runtime splits its sums differently for another thread count
+(BAK moves in the 7th digit), so a fixed count gives the same scores, to the last digit, whatever
+the engine and the machine; corpus jobs use the cores by running one model per worker process.
+
 DNSMOS was built for speech: it calls clean music noisy. `warn_if_not_speech` says so.
 Install with `pip install -e '.[dnsmos]'` (speechmos, onnxruntime, librosa).
 """
@@ -15,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +39,7 @@ from .timing import timed_rounds
 SR = 16000                      # DNSMOS's only sample rate
 WINDOW = int(9.01 * SR)         # its fixed input: 144,160 samples
 TEACHER_NAME = "dnsmos"
-METHOD_VERSION = 1              # bump when scores change, so cached ones are recomputed
+METHOD_VERSION = 2              # bump when scores change, so cached ones are recomputed (2: one thread)
 EXTRA_HINT = "pip install -e '.[dnsmos]'"
 SPLITS = ("train", "val", "test")
 
@@ -54,10 +57,10 @@ def require_dnsmos():
 class DnsmosModel:
     """DNSMOS P.835 on 16 kHz mono audio: `score(wave)` -> (SIG, BAK, OVR), each 1-5."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self):
         ort, dnsmos = require_dnsmos()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        options.intra_op_num_threads = 1  # the same sums, hence the same scores, on every machine
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         path = Path(dnsmos.__file__).parent / "dnsmos_models" / "sig_bak_ovr.onnx"
@@ -91,19 +94,28 @@ def _cache_key(path, audio: AudioConfig) -> str:
 class DnsmosCache:
     """DNSMOS scores of audio files kept by file content under `<cache_dir>/dnsmos/`; the model loads on first need."""
 
-    def __init__(self, cache_dir, audio: AudioConfig, model: DnsmosModel | None = None, threads: int | None = None):
-        self.folder, self.audio, self.model, self.threads = Path(cache_dir) / "dnsmos", audio, model, threads
+    def __init__(self, cache_dir, audio: AudioConfig, model: DnsmosModel | None = None):
+        self.folder, self.audio, self.model = Path(cache_dir) / "dnsmos", audio, model
         self.seg_cfg = dataclasses.replace(audio, sample_rate=SR)
+
+    def entry_path(self, path) -> Path:
+        """Where the scores of the audio file `path` are kept."""
+        return self.folder / f"{_cache_key(path, self.audio)}.json"
+
+    def has(self, path, segments: bool = False) -> bool:
+        """Whether `scores(path, segments)` would come from the cache (reads the file's bytes, not its audio)."""
+        entry_path = self.entry_path(path)
+        return entry_path.exists() and (not segments or json.loads(entry_path.read_text())["segments"] is not None)
 
     def scores(self, path, segments: bool = False) -> tuple[dict, bool]:
         """({"clip": [SIG, BAK, OVR], "segments": BAK per segment or None}, whether it came from the cache).
 
         With `segments`, an entry cached without them is completed (the clip score is kept)."""
-        entry_path = self.folder / f"{_cache_key(path, self.audio)}.json"
+        entry_path = self.entry_path(path)
         entry = json.loads(entry_path.read_text()) if entry_path.exists() else None
         cached = entry is not None and (entry["segments"] is not None or not segments)
         if not cached:
-            self.model = self.model or DnsmosModel(self.threads)
+            self.model = self.model or DnsmosModel()
             wave = load_audio(path, SR)
             entry = entry or {"clip": self.model.score(wave.numpy()), "segments": None}
             if segments:

@@ -9,6 +9,8 @@ segment, optionally after temperature scaling fitted on its own val split (calib
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -132,23 +134,74 @@ def teacher_from_torchscript(path, manifest: Manifest, audio: AudioConfig, out_c
     return load_soft_labels(out_csv, manifest)
 
 
+def score_dnsmos(manifest: Manifest, audio: AudioConfig, cache_dir, segment_splits=("train", "val", "test"), *,
+                 engine: str = "local", workers: int | None = None, ray_address: str | None = None,
+                 shard_size: int = 16, progress: bool = True) -> dict[str, bool]:
+    """Put the DNSMOS scores of every clip (with segments for `segment_splits`) into the content cache,
+    scoring the missing ones on `engine` ("serial", "local" or "ray", as the corpus jobs; jobs.shards).
+
+    Returns {clip_id: whether it was in the cache already}. A clip that cannot be scored raises a DataError
+    naming it. The cache is what the engines share: `dnsmos.dnsmos_soft_labels` then reads every score from it.
+    """
+    from .dnsmos import DnsmosCache
+    from .jobs.engines import check_engine
+    from .jobs.inputs import Item
+    from .jobs.scorers import DnsmosSpec
+    from .jobs.shards import run_sharded
+
+    check_engine(engine, workers)  # a bad engine or worker count fails even when every score is cached
+    cache = DnsmosCache(cache_dir, audio)
+    cache.folder.mkdir(parents=True, exist_ok=True)
+    cached, todo = {}, {True: [], False: []}
+    for row in manifest.df.itertuples(index=False):
+        segments = row.split in segment_splits
+        cached[row.clip_id] = cache.has(row.path, segments)
+        if not cached[row.clip_id]:
+            todo[segments].append(Item(len(todo[segments]), str(row.path), row.clip_id, {},
+                                       f"labels.csv line {row.row}"))
+    for segments, items in todo.items():
+        if not items:
+            continue
+        run_engine = "serial" if engine == "local" and len(items) <= shard_size else engine
+        with tempfile.TemporaryDirectory(prefix="dnsmos-job-", dir=cache.folder.parent) as tmp:
+            rows = run_sharded(items, DnsmosSpec(str(cache_dir), segments=segments, audio=audio), Path(tmp) / "scores",
+                               engine=run_engine, workers=workers, shard_size=shard_size, ray_address=ray_address,
+                               progress=progress)
+        failed = [f"{r['clip_id']} ({it.source}): {r['error']}" for it, r in zip(items, rows) if r["error"]]
+        if failed:
+            raise DataError(f"DNSMOS could not score {len(failed)} clip(s): " + "; ".join(failed[:5]))
+    return cached
+
+
 def teacher_from_dnsmos(manifest: Manifest, audio: AudioConfig, out_csv, cache_dir, truth: pd.DataFrame | None = None,
-                        segment_splits=("train", "val", "test"), progress: bool = True) -> dict:
+                        segment_splits=("train", "val", "test"), progress: bool = True, engine: str = "local",
+                        workers: int | None = None, ray_address: str | None = None) -> dict:
     """DNSMOS as the teacher: BAK per clip (and per segment of `segment_splits`), Platt-calibrated on train.
 
-    Needs the `dnsmos` extra; warns when truth.csv says some clips are not speech. See `mark2_lib.dnsmos`.
+    The clips not in the content cache are scored on `engine` first (`score_dnsmos`: "local" runs one
+    model per core, "ray" on a Ray cluster at `ray_address`, default a local one); the scores are the
+    same on every engine. Needs the `dnsmos` extra; warns when truth.csv says some clips are not speech.
+    See `mark2_lib.dnsmos`.
     """
-    from .dnsmos import dnsmos_soft_labels
+    from .dnsmos import dnsmos_soft_labels, require_dnsmos
 
-    return dnsmos_soft_labels(manifest, audio, cache_dir, out_csv, truth=truth, segment_splits=tuple(segment_splits),
-                              progress=progress)
+    require_dnsmos()
+    started = time.perf_counter()
+    cached = score_dnsmos(manifest, audio, cache_dir, tuple(segment_splits), engine=engine, workers=workers,
+                          ray_address=ray_address, progress=progress)
+    info = dnsmos_soft_labels(manifest, audio, cache_dir, out_csv, truth=truth, segment_splits=tuple(segment_splits),
+                              progress=False)
+    info["scores"]["cached"] = info["scores"]["clip_id"].map(cached).astype(bool)
+    info["seconds"] = time.perf_counter() - started
+    return info
 
 
 def make_soft_labels(kind: str, manifest: Manifest, audio: AudioConfig, out_csv, cache_dir, *,
                      truth: pd.DataFrame | None = None, progress: bool = True,
                      pool_dir=None, pool_factor: int = 3, pool_seed: int = 1000, run_dir=None,
                      train_cfg: TrainConfig | None = None, calibrate: bool = True,
-                     sources=(), teacher_path=None, segment_splits=("train", "val", "test")) -> dict:
+                     sources=(), teacher_path=None, segment_splits=("train", "val", "test"), engine: str = "local",
+                     workers: int | None = None, ray_address: str | None = None) -> dict:
     """Soft labels for every clip of `manifest`, written to `out_csv` by the teacher of `kind` (TEACHERS).
 
     - "default": build a pool of `pool_factor` x len(manifest) clips at `pool_dir` (seed `pool_seed`;
@@ -158,7 +211,9 @@ def make_soft_labels(kind: str, manifest: Manifest, audio: AudioConfig, out_csv,
     - "import": validate and merge the soft-label CSVs `sources` (several teachers are averaged).
     - "torchscript": run the TorchScript teacher at `teacher_path` (waveform -> logits) over the clips.
     - "dnsmos": DNSMOS, Platt-calibrated on the train split, per segment for `segment_splits` too;
-      `truth` lets it warn about clips that are not speech.
+      `truth` lets it warn about clips that are not speech. The clips not yet in the cache are scored on
+      `engine` ("serial", "local": a process per core, or "ray": at `ray_address`, default a local Ray),
+      with `workers` processes or actors (None: every core).
 
     Returns {"kind", "path", "summary" (what was done, as text)} and, for "default", "run_dir",
     "history" (the teacher's history.csv), "calibration_temperature", "ece_before", "ece_after"; for
@@ -197,7 +252,8 @@ def make_soft_labels(kind: str, manifest: Manifest, audio: AudioConfig, out_csv,
         info["summary"] = f"TorchScript teacher {Path(teacher_path).name} labelled {len(soft.clip)} clips"
     else:
         info.update(teacher_from_dnsmos(manifest, audio, out_csv, cache_dir, truth=truth,
-                                        segment_splits=segment_splits, progress=progress))
+                                        segment_splits=segment_splits, progress=progress, engine=engine,
+                                        workers=workers, ray_address=ray_address))
         scores = info["scores"]
         info["summary"] = (
             f"DNSMOS: {len(scores)} clips in {info['seconds']:.0f} s ({(~scores['cached']).sum()} scored now, "

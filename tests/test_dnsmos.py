@@ -4,6 +4,8 @@ Without the extra every test here skips, saying how to install it, except under 
 which .ci/run sets), where each one fails instead: CI installs the extra, so a broken one must show.
 """
 import csv
+import json
+from pathlib import Path
 import types
 
 import numpy as np
@@ -35,7 +37,7 @@ def _dnsmos_extra():
 
 @pytest.fixture(scope="module")
 def model():
-    return dnsmos.DnsmosModel(threads=1)
+    return dnsmos.DnsmosModel()
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +183,50 @@ def test_realtime_factor_times_the_real_model_on_the_audio(model, monkeypatch):
     rounds = [b - a for a, b in zip(clock.readings[::2], clock.readings[1::2])]
     assert all(r > 0 for r in rounds)
     assert factor == pytest.approx(3.0 / float(np.median(rounds)), rel=1e-12)
+
+
+def test_every_engine_gives_the_same_soft_labels_and_a_rerun_scores_nothing(clips, tmp_path, monkeypatch):
+    """Notebook 02's DNSMOS teacher on the serial and the local engine (2 worker processes): the same
+    soft_labels.csv, byte for byte (one ONNX Runtime thread per model); a rerun reads every score from the
+    cache and starts no engine; a bad engine is refused by name even when there is nothing to score."""
+    from mark2_lib import teacher
+    from mark2_lib.jobs import shards
+
+    audio, manifest = AudioConfig(), load_labels(clips / "labels.csv")
+    written = {}
+    for engine in ("serial", "local"):
+        out = tmp_path / f"{engine}.csv"
+        info = teacher.make_soft_labels("dnsmos", manifest, audio, out, tmp_path / f"cache-{engine}",
+                                        segment_splits=("train", "val", "test"), progress=False, engine=engine,
+                                        workers=2)
+        assert not info["scores"]["cached"].any() and "6 scored now, 0 from the cache" in info["summary"]
+        written[engine] = out.read_bytes()
+    assert written["serial"] == written["local"]
+    assert len(load_soft_labels(tmp_path / "local.csv", manifest).segment) == 6
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("every score is cached: no engine should start")
+
+    monkeypatch.setattr(shards, "run_sharded", no_engine)
+    again = teacher.make_soft_labels("dnsmos", manifest, audio, tmp_path / "again.csv", tmp_path / "cache-local",
+                                     progress=False, engine="local")
+    assert again["scores"]["cached"].all() and (tmp_path / "again.csv").read_bytes() == written["local"]
+    with pytest.raises(ValueError, match="engine='threads'"):
+        teacher.make_soft_labels("dnsmos", manifest, audio, tmp_path / "x.csv", tmp_path / "cache-local",
+                                 progress=False, engine="threads")
+
+
+def test_notebook_02_scores_dnsmos_on_the_local_engine(clips, tmp_path):
+    """Notebook 02 with teacher="dnsmos" and its engine parameters, run headless from the repo root."""
+    from mark2_lib.workbook import run_notebook
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "02.ipynb"
+    run_notebook(root / "notebooks" / "02_teacher_soft_labels.ipynb", out,
+                 {"data_dir": str(clips), "teacher": "dnsmos", "engine": "local", "workers": 2, "dnsmos_segments": "",
+                  "cache_dir": str(tmp_path / "cache"), "progress": False}, 300, cwd=root)
+    soft = pd.read_csv(clips / "soft_labels.csv")
+    assert sorted(soft["clip_id"]) == [f"c{i}" for i in range(6)] and soft["segment"].isna().all()
+    assert set(soft["teacher"]) == {"dnsmos"}
+    assert "DNSMOS: 6 clips" in "".join("".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
+                                         for o in c.get("outputs", []))

@@ -263,14 +263,14 @@ class DnsmosSpec:
 
 
 class DnsmosScorer:
-    """DNSMOS through its content cache; the model loads (with the worker's torch thread count) on first need."""
+    """DNSMOS through its content cache; the model (one thread, see mark2_lib.dnsmos) loads on first need."""
 
     def __init__(self, cache_dir, segments: bool, audio: AudioConfig):
         from ..dnsmos import DnsmosCache, require_dnsmos
 
         require_dnsmos()
         self.segments = segments
-        self.cache = DnsmosCache(cache_dir, audio, threads=torch.get_num_threads())
+        self.cache = DnsmosCache(cache_dir, audio)
 
     def score(self, items: list[Item]) -> list[dict]:
         return [self._row(it) for it in items]
