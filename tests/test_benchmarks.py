@@ -25,6 +25,7 @@ SCRIPTS = {  # test name -> script
     "test_bench_student_options_quick": "bench_student_options.py",
     "test_bench_train_quick": "bench_train.py",
     "test_bench_scale_quick": "bench_scale.py",
+    "test_bench_baselines_quick": "bench_baselines.py",
 }
 TIMEOUT_S = 300
 
@@ -176,3 +177,12 @@ def test_bench_scale_quick(runs):
     goal = re.search(rf"^  student on 16 files, Ray vs local: {NUM}x the time at 1 worker, {NUM}x at 2", text, re.M)
     assert goal, text
     positive(goal[1], goal[2])
+
+
+def test_bench_baselines_quick(runs):
+    text = finished(runs, "bench_baselines.py")
+    assert re.search(r"^8 clips, 8 s of audio, generated speech \+ white noise$", text, re.M), text
+    table = rows(text, rf"(stnr|wada)\s+([\d,]+)x\s+{NUM}")
+    assert [m[1] for m in table] == ["stnr", "wada"], text
+    for m in table:
+        positive(m[2], m[3])  # x real time, microseconds per second of audio
