@@ -21,6 +21,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from mark2_lib.baselines import noise_score, score_split
 from mark2_lib.config import TrainConfig
 from mark2_lib.metrics import ece_floor
 from mark2_lib.run_folders import load_classifier
@@ -249,6 +250,17 @@ def check_05_outputs(ws, ts):
         assert sum(int(r[-4]) for r in rows) == len(test)
         assert all(0 <= float(v) <= 1 for r in rows for v in r[-3:])
     assert n_figures >= 2  # confusions + reliability, breakdowns
+
+    # the blind SNR estimators beside the models: their rows, and the best one's ROC-AUC recomputed from
+    # the estimates of the test clips (noisier = lower SNR)
+    beside = [t for t in tables if "snr_threshold_db" in t.splitlines()[0].split()]
+    assert len(beside) == 1
+    assert [line.split()[0] for line in beside[0].splitlines()[2:]] == [
+        "kd_student", "hard_only_student", "teacher", "stnr_baseline", "wada_baseline"]
+    clips = score_split(ws["data"], "test").set_index("clip_id").loc[test["clip_id"]]
+    auc = {f"{k}_baseline": roc_auc_score(y, noise_score(clips[f"{k}_db"])) for k in ("stnr", "wada")}
+    best = re.search(r"best blind estimator: (\w+) \(ROC-AUC (\d\.\d{4})\)", printed)
+    assert best[1] == max(auc, key=auc.get) and float(best[2]) == pytest.approx(max(auc.values()), abs=6e-5)
 
     # the speed table: the seed-0 KD student's and the teacher's parameters and MACs
     (kd_run,) = (ws["runs"] / "compare").glob("kd_student_s0-*")

@@ -27,6 +27,7 @@ from typing import Iterator
 from .inputs import Item
 
 ACTORS_TIMEOUT_S = 600  # for the pool's actors to start (the model loads there), else a clear error
+IN_FLIGHT = 2  # shards queued at each actor: one scoring, one waiting
 EXTRA_HINT = "pip install -e '.[scale]' (or 'make setup-scale')"
 
 
@@ -159,9 +160,10 @@ def ray_shard_results(shards: list[list[Item]], spec, workers: int | None,
         ds = ray.data.from_items([{"shard": number, "items": encode_items(shard)} for number, shard in todo],
                                  override_num_blocks=len(todo))
         # Ray Data 2.60 gives actor pools max_restarts=-1 and max_task_retries=-1 by default (passing
-        # them is deprecated): a dead actor is restarted and its shard retried. One shard in flight per
-        # actor, so that an actor still starting on another node gets its share.
-        pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
+        # them is deprecated): a dead actor is restarted and its shards retried. Every actor is up before
+        # the first shard goes out (wait_for_min_actors_s); each then holds IN_FLIGHT shards, so that it
+        # starts the next one as soon as it finishes one instead of idling while the driver schedules.
+        pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=IN_FLIGHT)
         scored = ds.map_batches(bound_scorer(spec), batch_size=1, batch_format="numpy", compute=pool, num_cpus=1)
         wanted, seen = {number for number, _ in todo}, set()
         for row in scored.iter_rows():
