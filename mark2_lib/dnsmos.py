@@ -32,7 +32,7 @@ from .atomic import atomic_write_text
 from .audio import load_audio, segment_waveform
 from .config import AudioConfig
 from .errors import DataError
-from .data import Manifest, file_sha1, write_soft_labels
+from .data import UNLABELLED, Manifest, file_sha1, write_soft_labels
 from .metrics import expected_calibration_error
 from .timing import timed_rounds
 
@@ -177,6 +177,7 @@ def warn_if_not_speech(truth: pd.DataFrame | None) -> None:
 def dnsmos_soft_labels(manifest: Manifest, audio: AudioConfig, cache_dir, out_csv, truth=None,
                        segment_splits=SPLITS, progress: bool = True) -> dict:
     """Score the dataset with DNSMOS, fit Platt on train, write soft labels (teacher `dnsmos`) to `out_csv`.
+    The Platt fit and the ECEs read the clips with a hard label only; unlabelled train clips get soft labels.
 
     Returns {"path", "a", "b", "ece_train", "ece_val", "scores" (the per-clip table), "seconds"}.
     """
@@ -185,15 +186,15 @@ def dnsmos_soft_labels(manifest: Manifest, audio: AudioConfig, cache_dir, out_cs
     scores, seg_bak = score_manifest(manifest, audio, cache_dir, segment_splits, progress=progress)
     seconds = time.perf_counter() - t0
     labels = manifest.df.set_index("clip_id")["label"]
-    train = scores[scores["split"] == "train"]
-    a, b = fit_platt(train["bak"], labels.loc[train["clip_id"]])
+    train = scores[(scores["split"] == "train") & (labels.loc[scores["clip_id"]].to_numpy() != UNLABELLED)]
+    a, b = fit_platt(train["bak"], labels.loc[train["clip_id"]])  # the labelled train clips only
     scores["p_noise"] = platt(scores["bak"], a, b)
-    scores["label"] = labels.loc[scores["clip_id"]].to_numpy()
+    scores["label"] = labels.loc[scores["clip_id"]].to_numpy()  # UNLABELLED for the clips of a transfer set
     ids = scores["clip_id"].tolist()
     write_soft_labels(out_csv, ids, scores["p_noise"],
                       [platt(seg_bak[c], a, b) if c in seg_bak else None for c in ids], teacher=TEACHER_NAME)
     ece = {s: expected_calibration_error(g["label"], g["p_noise"]) if len(g) else float("nan")
-           for s, g in scores.groupby("split")}
+           for s, g in scores[scores["label"] != UNLABELLED].groupby("split")}
     return {"path": str(out_csv), "a": a, "b": b, "ece_train": ece.get("train"), "ece_val": ece.get("val"),
             "scores": scores, "seconds": seconds}
 

@@ -7,6 +7,10 @@ log space: teacher_T = softmax(log(p) / T), i.e. p^(1/T) renormalised.
 
 `DistillationLoss.distill` is the trainer's objective: the soft term on each clip's or on each
 segment's logits (`TrainConfig.soft_target`), the hard term always on the clip's.
+
+Either term can be masked: `soft_mask` marks the rows with a teacher label, `hard_mask` the rows
+with a hard label (a transfer set holds clips nobody labelled; see data/README.md). Masked-out rows
+are never read by their term, which averages over its masked-in rows only.
 """
 from __future__ import annotations
 
@@ -67,13 +71,18 @@ class DistillationLoss(nn.Module):
     as in the mark2 seed and README, alpha weights the KD (soft) term.
 
     Call as `loss(student_logits [N, C], soft_targets [N, C], hard_targets [N],
-    soft_mask=None, return_parts=False)`, where `soft_targets` are teacher
-    probabilities and `soft_mask` (bool [N]) marks the rows that have a teacher label.
+    soft_mask=None, return_parts=False, hard_mask=None)`, where `soft_targets` are teacher
+    probabilities, `soft_mask` (bool [N]) marks the rows that have a teacher label and
+    `hard_mask` (bool [N]) the rows that have a hard label.
     - soft: batchmean over the masked-in rows only; masked-out rows are never read
       (they may hold NaN). If no row is masked in, soft is a zero tensor that is still
       attached to the graph (its gradient is 0), so backward() always works.
-    - hard: mean cross-entropy over all N rows; `class_weights` [C] weight this term
-      only, with F.cross_entropy semantics (weighted mean: divided by the summed weights).
+    - hard: mean cross-entropy over the rows `hard_mask` marks (all N rows without one);
+      masked-out rows are never read (their target may be any sentinel, e.g. -1) and get no
+      gradient from this term. `class_weights` [C] weight this term only, with F.cross_entropy
+      semantics (weighted mean over the masked-in rows: divided by their summed weights). If
+      no row is masked in, hard is a zero tensor attached to the graph, as soft is.
+      hard_mask=None computes exactly what it did before masks existed.
     - return_parts=True returns {"total", "soft", "hard"}; otherwise the total.
     Computation runs in at least float32 (bf16/fp16 logits are upcast).
 
@@ -110,7 +119,7 @@ class DistillationLoss(nn.Module):
         """The total loss from its two terms: alpha * soft + (1 - alpha) * hard."""
         return self.alpha * soft + (1.0 - self.alpha) * hard
 
-    def _validate(self, logits, probs, labels, mask):
+    def _validate(self, logits, probs, labels, mask, hard_mask=None):
         if not torch.is_tensor(logits) or logits.ndim != 2 or not logits.is_floating_point():
             raise ValueError("student_logits must be a float tensor [N, C], got "
                              f"{tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__}")
@@ -125,23 +134,25 @@ class DistillationLoss(nn.Module):
                              f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}")
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"hard_targets must hold integer class indices, got dtype {labels.dtype}")
-        if ((labels < 0) | (labels >= c)).any():
+        for name, m in (("soft_mask", mask), ("hard_mask", hard_mask)):
+            if m is not None and (not torch.is_tensor(m) or m.dtype != torch.bool or tuple(m.shape) != (n,)):
+                raise ValueError(f"{name} must be a bool tensor of shape {(n,)}, got "
+                                 f"{(tuple(m.shape), m.dtype) if torch.is_tensor(m) else type(m).__name__}")
+        if hard_mask is not None:
+            labels = labels[hard_mask.to(labels.device)]  # rows without a hard label are never read
+        if labels.numel() and ((labels < 0) | (labels >= c)).any():
             raise ValueError(f"hard_targets must be class indices in [0, {c - 1}], got "
                              f"min {int(labels.min())} max {int(labels.max())}")
-        if mask is not None:
-            if not torch.is_tensor(mask) or mask.dtype != torch.bool or tuple(mask.shape) != (n,):
-                raise ValueError(f"soft_mask must be a bool tensor of shape {(n,)}, got "
-                                 f"{(tuple(mask.shape), mask.dtype) if torch.is_tensor(mask) else type(mask).__name__}")
         if self.class_weights is not None and self.class_weights.numel() != c:
             raise ValueError(f"class_weights has {self.class_weights.numel()} entries "
                              f"but student_logits has C={c} classes")
 
     def forward(self, student_logits: torch.Tensor, soft_targets: torch.Tensor,
                 hard_targets: torch.Tensor, soft_mask: torch.Tensor | None = None,
-                return_parts: bool = False):
+                return_parts: bool = False, hard_mask: torch.Tensor | None = None):
         """The loss of one batch of rows (see the class docstring)."""
         if self.validate:
-            self._validate(student_logits, soft_targets, hard_targets, soft_mask)
+            self._validate(student_logits, soft_targets, hard_targets, soft_mask, hard_mask)
         dtype = torch.promote_types(student_logits.dtype, torch.float32)
         logits = student_logits.to(dtype)
         t = self.temperature
@@ -161,7 +172,13 @@ class DistillationLoss(nn.Module):
         soft = kl * (t * t)
 
         weight = None if self.class_weights is None else self.class_weights.to(logits.device, dtype)
-        hard = F.cross_entropy(logits, hard_targets.to(logits.device).long(), weight=weight)
+        if hard_mask is None:
+            hard = F.cross_entropy(logits, hard_targets.to(logits.device).long(), weight=weight)
+        else:  # only the rows with a hard label are read; with none, 'sum' is a graph-attached 0
+            hard_mask = hard_mask.to(logits.device)
+            h_logits, h_labels = logits[hard_mask], hard_targets.to(logits.device)[hard_mask].long()
+            hard = F.cross_entropy(h_logits, h_labels, weight=weight,
+                                   reduction="mean" if h_logits.shape[0] else "sum")
 
         total = self.combine(soft, hard)
         if return_parts:
@@ -171,30 +188,34 @@ class DistillationLoss(nn.Module):
     def distill(self, clip_logits: torch.Tensor, hard_targets: torch.Tensor, clip_soft: torch.Tensor,
                 clip_soft_mask: torch.Tensor, soft_target: str = "clip", segment_logits: torch.Tensor | None = None,
                 segment_mask: torch.Tensor | None = None, segment_soft: torch.Tensor | None = None,
-                segment_soft_mask: torch.Tensor | None = None) -> dict:
-        """The training objective of one batch of clips: {"total", "soft", "hard", "soft_rows"}.
+                segment_soft_mask: torch.Tensor | None = None, hard_mask: torch.Tensor | None = None) -> dict:
+        """The training objective of one batch of clips: {"total", "soft", "hard", "soft_rows", "hard_rows"}.
 
-        The hard term is the cross-entropy of the clip logits `[B, C]` against `hard_targets [B]`.
+        The hard term is the cross-entropy of the clip logits `[B, C]` against `hard_targets [B]`, over
+        the clips `hard_mask [B]` marks as labelled (all of them when it is None).
         The soft term is the KL term of `soft_target`:
         - "clip": the clip logits against the clip's teacher probabilities `clip_soft [B, C]`
           (rows where `clip_soft_mask [B]` is set);
         - "segment": each real segment's logits (`segment_logits [B, S, C]`, real where
           `segment_mask [B, S]` is set) against its own teacher probabilities `segment_soft [B, S, C]`
           (where `segment_soft_mask [B, S]` is set).
-        total = alpha * soft + (1 - alpha) * hard. "soft_rows" (a 0-d tensor) counts the rows the soft
-        term averages over, for weighting batch means. Logits are upcast to float32 at least.
+        total = alpha * soft + (1 - alpha) * hard. "soft_rows" and "hard_rows" (0-d tensors) count the
+        rows each term averages over, for weighting batch means. Logits are upcast to float32 at least.
         """
-        parts = self(_upcast(clip_logits), clip_soft, hard_targets, soft_mask=clip_soft_mask, return_parts=True)
+        parts = self(_upcast(clip_logits), clip_soft, hard_targets, soft_mask=clip_soft_mask, return_parts=True,
+                     hard_mask=hard_mask)
+        hard_rows = hard_mask.sum() if hard_mask is not None else torch.tensor(hard_targets.shape[0])
         if soft_target == "clip":
-            return {**parts, "soft_rows": clip_soft_mask.sum()}
+            return {**parts, "soft_rows": clip_soft_mask.sum(), "hard_rows": hard_rows}
         if soft_target != "segment":
             raise ValueError(f"soft_target={soft_target!r}: expected 'clip' or 'segment'")
         seg_hard = hard_targets.unsqueeze(1).expand(segment_mask.shape)[segment_mask]
+        seg_hard_mask = None if hard_mask is None else hard_mask.unsqueeze(1).expand(segment_mask.shape)[segment_mask]
         seg_soft_mask = segment_soft_mask[segment_mask]
         seg = self(_upcast(segment_logits[segment_mask]), segment_soft[segment_mask], seg_hard,
-                   soft_mask=seg_soft_mask, return_parts=True)
+                   soft_mask=seg_soft_mask, return_parts=True, hard_mask=seg_hard_mask)
         return {"total": self.combine(seg["soft"], parts["hard"]), "soft": seg["soft"], "hard": parts["hard"],
-                "soft_rows": seg_soft_mask.sum()}
+                "soft_rows": seg_soft_mask.sum(), "hard_rows": hard_rows}
 
 
 def _upcast(logits: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .config import CLASSES
 from .atomic import atomic_write
-from .data import parse_label
+from .data import UNLABELLED, parse_label
 from .metrics import reliability_bins
 
 
@@ -169,12 +169,13 @@ def plot_sweep_heatmaps(table: pd.DataFrame, metrics=("val_macro_f1", "val_ece")
 
 
 def plot_label_balance(manifest_df: pd.DataFrame, ax=None):
-    """Clips per split and hard label."""
+    """Clips per split and hard label (train clips without one are counted as "unlabelled")."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
-    counts = manifest_df.assign(label=manifest_df["label"].map(dict(enumerate(CLASSES)))) \
+    names = {**dict(enumerate(CLASSES)), UNLABELLED: "unlabelled"}
+    counts = manifest_df.assign(label=manifest_df["label"].map(names)) \
         .groupby(["split", "label"]).size().unstack(fill_value=0).reindex(["train", "val", "test"])
-    counts.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:red"])
+    counts.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:red", "tab:gray"][:counts.shape[1]])
     ax.set_ylabel("clips")
     ax.set_title("label balance per split")
     return ax

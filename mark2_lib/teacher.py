@@ -24,8 +24,8 @@ from .builders.synth import POOL_SPLIT_SHARES, ensure_dataset
 from .calibration import calibrated_predictions
 from .config import CLASSES, AudioConfig, ModelConfig, TrainConfig, model_config
 from .errors import DataError
-from .data import (Dataset, FeatureCache, Manifest, SoftLabels, file_sha1, load_labels, load_soft_labels,
-                   write_soft_labels)
+from .data import (UNLABELLED, Dataset, FeatureCache, Manifest, SoftLabels, file_sha1, load_labels,
+                   load_soft_labels, write_soft_labels)
 from .evaluate import metrics_table
 from .run_folders import load_classifier
 from .train import train_run
@@ -260,6 +260,7 @@ def make_soft_labels(kind: str, manifest: Manifest, audio: AudioConfig, out_csv,
             f"{scores['cached'].sum()} from the cache)\n"
             f"Platt fit on the train split: p_noise = sigmoid({info['a']:.3f} * BAK + {info['b']:.3f}); "
             f"ECE train {info['ece_train']:.4f}, val {info['ece_val']:.4f}")
-        info["table"] = (scores.assign(label=scores["label"].map(dict(enumerate(CLASSES))))
+        names = {**dict(enumerate(CLASSES)), UNLABELLED: "unlabelled"}
+        info["table"] = (scores.assign(label=scores["label"].map(names))
                          .groupby(["split", "label"])[["sig", "bak", "ovr", "p_noise"]].mean().round(3))
     return info

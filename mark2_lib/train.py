@@ -6,6 +6,8 @@ summary out. loss_curves.png is redrawn after every epoch as long as the redraws
 `TrainConfig.curves_budget` of the training time, so with epochs of a second or more it is
 redrawn every epoch; with very short epochs some redraws are skipped. The last epoch of a run,
 and the epoch at which a run fails, are always drawn.
+Train clips without a hard label (a transfer set) learn from the soft term only: the hard term (and
+train_hard) is the mean over each batch's labelled clips; with alpha = 0 they are left out of training.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_save, atomic_write_text
 from .config import AudioConfig, ModelConfig, TrainConfig
-from .data import ClipDataset, Dataset, collate_clips
+from .data import ClipDataset, Dataset, collate_clips, training_clips
 from .early_stopping import EarlyStopping
 from .losses import DistillationLoss
 from .metrics import classification_metrics
@@ -87,32 +89,33 @@ class Trainer:
         the metrics."""
         model.train(train)
         sums = {"total": 0.0, "soft": 0.0, "hard": 0.0}
-        n = n_soft = 0
+        n = n_soft = n_hard = 0
         labels, probs = [], []
         loader = self._loader(dataset, shuffle=train, epoch=epoch)
         bar = tqdm(loader, desc=f"epoch {epoch + 1} {'train' if train else 'val'}", leave=False,
                    disable=not self.cfg.progress)
         amp = self.cfg.amp and self.device.type == "cuda"
         for batch in bar:
-            feats, mask, hard, soft, soft_target = self._batch(batch, train)
+            feats, mask, hard, hard_mask, soft, soft_target = self._batch(batch, train)
             with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 logits, seg_logits = model(feats, mask)
                 parts = self.loss_fn.distill(logits, hard, soft["clip"], soft["clip_mask"], soft_target,
-                                             seg_logits, mask, soft["segment"], soft["segment_mask"])
+                                             seg_logits, mask, soft["segment"], soft["segment_mask"], hard_mask)
             if train:
                 optimizer.zero_grad(set_to_none=True)
                 parts["total"].backward()
                 optimizer.step()
             b, b_soft = hard.shape[0], int(parts["soft_rows"])
+            b_hard = b if hard_mask is None else int(parts["hard_rows"])
             sums["total"] += parts["total"].item() * b
-            sums["hard"] += parts["hard"].item() * b
+            sums["hard"] += parts["hard"].item() * b_hard  # the hard term averages over rows with a label
             sums["soft"] += parts["soft"].item() * b_soft  # the soft term averages over rows with a teacher
-            n, n_soft = n + b, n_soft + b_soft
+            n, n_soft, n_hard = n + b, n_soft + b_soft, n_hard + b_hard
             if not train:
                 labels.append(hard.cpu())
                 probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu())
             bar.set_postfix(loss=f"{sums['total'] / n:.4f}")
-        out = {"total": sums["total"] / n, "hard": sums["hard"] / n,
+        out = {"total": sums["total"] / n, "hard": sums["hard"] / n_hard if n_hard else float("nan"),
                "soft": sums["soft"] / n_soft if n_soft else float("nan")}
         if not train:
             y, p = torch.cat(labels).numpy(), torch.cat(probs).numpy()
@@ -123,14 +126,15 @@ class Trainer:
         return out
 
     def _batch(self, batch: dict, train: bool) -> tuple:
-        """A collated batch on the device as the model and the loss take it: (features, segment mask,
-        hard labels, soft targets {"clip", "clip_mask", "segment", "segment_mask"}, soft_target mode).
+        """A collated batch on the device as the model and the loss take it: (features, segment mask, hard labels,
+        hard-label mask (None if all have one), soft targets {"clip", "clip_mask", "segment", "segment_mask"}, mode).
 
         A segment without its own teacher label takes its clip's. With random_segment in training one
         segment per clip stands for the clip, and (soft_target "segment") its label is the clip's target.
         """
         dev, cfg = self.device, self.cfg
         feats, mask, hard = batch["features"].to(dev), batch["segment_mask"].to(dev), batch["label"].to(dev)
+        hard_mask = None if bool(batch["label_mask"].all()) else batch["label_mask"].to(dev)  # checked on the CPU
         soft, soft_mask = batch["soft_clip"].to(dev), batch["soft_clip_mask"].to(dev)
         seg_soft, seg_soft_mask = batch["soft_segment"].to(dev), batch["soft_segment_mask"].to(dev)
         mode = cfg.soft_target
@@ -146,8 +150,8 @@ class Trainer:
             mode = "clip"
         if train and (cfg.freq_mask or cfg.time_mask):
             feats = spec_augment(feats, cfg.freq_mask, cfg.time_mask)
-        return feats, mask, hard, {"clip": soft, "clip_mask": soft_mask, "segment": seg_soft,
-                                   "segment_mask": seg_soft_mask}, mode
+        return feats, mask, hard, hard_mask, {"clip": soft, "clip_mask": soft_mask, "segment": seg_soft,
+                                              "segment_mask": seg_soft_mask}, mode
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -270,17 +274,17 @@ def train_run(run_dir, data: Dataset, cfg: TrainConfig, audio: AudioConfig, mode
     run's summary (also in result.json; "run_dir" is where it trained).
 
     Soft labels are restricted to train and val clips first, so a test clip's teacher label can
-    never reach training. `extra_config` adds entries to config.json. With `resume`, a run left in
-    `run_dir` continues (or, finished, returns its summary); when that run was trained with other
-    settings, `on_conflict` says what happens: "raise" a ValueError, or "new": leave it untouched and
-    train in `<run_dir>-<hash of the settings>` beside it (see run_folders.place_run); the summary's
-    "note" then says so, and is printed.
+    never reach training; clips without a hard label are picked by `data.training_clips`. `extra_config`
+    adds entries to config.json. With `resume`, a run left in `run_dir` continues (or, finished, returns
+    its summary); when that run was trained with other settings, `on_conflict` says what happens: "raise"
+    a ValueError, or "new": leave it untouched and train in `<run_dir>-<hash of the settings>` beside it
+    (see run_folders.place_run); the summary's "note" then says so, and is printed.
     """
     if on_conflict not in ON_CONFLICT:
         raise ValueError(f"on_conflict={on_conflict!r}; expected one of {ON_CONFLICT}")
     seed_everything(cfg.seed)
     model = ClipClassifier(audio, model_cfg)
-    train_m, val_m = data.split("train"), data.split("val")
+    train_m, val_m = training_clips(data.split("train"), data.soft, cfg.alpha, cfg.soft_target), data.split("val")
     if len(train_m) == 0 or len(val_m) == 0:
         raise ValueError(f"need train and val clips, got {len(train_m)} train and {len(val_m)} val")
     soft = data.soft.restrict(list(train_m.clip_ids) + list(val_m.clip_ids)) if data.soft is not None else None

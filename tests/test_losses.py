@@ -183,7 +183,7 @@ def test_mask_ignores_masked_out_rows_even_garbage():
     for k in a:
         torch.testing.assert_close(a[k], b[k])
     torch.testing.assert_close(a["soft"], ref_soft(logits[mask], p[mask], 2.0))
-    torch.testing.assert_close(a["hard"], ref_hard(logits, y))  # hard uses every row
+    torch.testing.assert_close(a["hard"], ref_hard(logits, y))  # hard uses every row without a hard_mask
     z = logits.clone().requires_grad_()
     loss(z, garbage, y, soft_mask=mask).backward()
     assert torch.isfinite(z.grad).all()
@@ -205,6 +205,129 @@ def test_all_masked_gives_zero_soft(alpha):
     torch.testing.assert_close(parts["total"], (1 - alpha) * ref_hard(logits, y))
     parts["total"].backward()  # still attached to the graph, even with alpha = 1
     assert torch.isfinite(z.grad).all()
+
+
+# ---------------------------------------------------------------- hard mask (clips without a hard label)
+
+def with_garbage(y, hard_mask, values=(-1, 99)):
+    """`y` with its masked-out rows overwritten by labels that are not classes."""
+    out = y.clone()
+    out[~hard_mask] = torch.tensor(values)[torch.arange(int((~hard_mask).sum())) % len(values)]
+    return out
+
+
+@pytest.mark.parametrize("alpha,T", [(0.0, 4.0), (0.7, 2.0), (0.3, 1.0)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_hard_mask_matches_reference_on_the_labelled_rows(alpha, T, weighted):
+    logits, p, y = make_batch(10, seed=30)
+    hard_mask = torch.tensor([True, False, True, True, False, False, True, False, True, True])
+    w = torch.tensor([0.4, 2.5], dtype=torch.float64) if weighted else None
+    parts = DistillationLoss(alpha=alpha, temperature=T, class_weights=w)(
+        logits, p, with_garbage(y, hard_mask), hard_mask=hard_mask, return_parts=True)
+    want_hard = ref_hard(logits[hard_mask], y[hard_mask], w)   # the mean over the 6 labelled rows only
+    torch.testing.assert_close(parts["hard"], want_hard)
+    torch.testing.assert_close(parts["soft"], ref_soft(logits, p, T))  # soft still reads every row
+    torch.testing.assert_close(parts["total"], alpha * ref_soft(logits, p, T) + (1 - alpha) * want_hard)
+    if weighted:  # F.cross_entropy's weighted mean over the labelled rows: divided by their summed weights
+        wy = w[y[hard_mask]]
+        nll = -torch.log_softmax(logits[hard_mask], 1).gather(1, y[hard_mask, None])[:, 0]
+        torch.testing.assert_close(parts["hard"], (wy * nll).sum() / wy.sum())
+
+
+def test_hard_mask_garbage_labels_change_neither_loss_nor_gradient():
+    logits, p, y = make_batch(8, seed=31)
+    hard_mask = torch.tensor([True, False, False, True, True, False, True, True])
+    soft_mask = torch.tensor([True, True, False, True, False, True, True, True])
+    loss = DistillationLoss(alpha=0.6, temperature=3.0, class_weights=torch.tensor([1.0, 3.0]))
+    results = []
+    for targets in (y, with_garbage(y, hard_mask, (-1,)), with_garbage(y, hard_mask, (99, -7)),
+                    with_garbage(y, hard_mask, (0,)), with_garbage(y, hard_mask, (1,))):
+        z = logits.clone().requires_grad_()
+        total = loss(z, p, targets, soft_mask=soft_mask, hard_mask=hard_mask)
+        total.backward()
+        results.append((total.detach(), z.grad))
+    for total, grad in results[1:]:
+        assert torch.equal(total, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+def test_hard_mask_masked_out_rows_get_only_the_soft_gradient():
+    logits, p, y = make_batch(9, seed=32)
+    hard_mask = torch.tensor([False, True, True, False, True, True, False, True, True])
+    alpha, T = 0.7, 2.0
+    z = logits.clone().requires_grad_()
+    DistillationLoss(alpha=alpha, temperature=T)(z, p, with_garbage(y, hard_mask), hard_mask=hard_mask).backward()
+    zr = logits.clone().requires_grad_()
+    (alpha * ref_soft(zr, p, T) + (1 - alpha) * ref_hard(zr[hard_mask], y[hard_mask])).backward()
+    torch.testing.assert_close(z.grad, zr.grad)
+    zs = logits.clone().requires_grad_()
+    (alpha * ref_soft(zs, p, T)).backward()  # the soft term alone
+    torch.testing.assert_close(z.grad[~hard_mask], zs.grad[~hard_mask])
+    assert not torch.allclose(z.grad[hard_mask], zs.grad[hard_mask])  # labelled rows also get the CE gradient
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7])
+def test_hard_mask_all_masked_gives_a_graph_attached_zero(alpha):
+    logits, p, y = make_batch(5, seed=33)
+    z = logits.clone().requires_grad_()
+    parts = DistillationLoss(alpha=alpha, temperature=2.0, class_weights=torch.tensor([1.0, 2.0]))(
+        z, p, torch.full((5,), -1), hard_mask=torch.zeros(5, dtype=torch.bool), return_parts=True)
+    assert parts["hard"].item() == 0.0 and parts["hard"].requires_grad
+    torch.testing.assert_close(parts["total"], alpha * ref_soft(logits, p, 2.0))
+    parts["total"].backward()  # works even with alpha = 0 (gradient 0)
+    if alpha == 0.0:
+        assert (z.grad == 0).all()
+    else:
+        zs = logits.clone().requires_grad_()
+        (alpha * ref_soft(zs, p, 2.0)).backward()
+        torch.testing.assert_close(z.grad, zs.grad)
+    both = DistillationLoss(alpha=alpha)(logits, p, y, soft_mask=torch.zeros(5, dtype=torch.bool),
+                                         hard_mask=torch.zeros(5, dtype=torch.bool))
+    assert both.item() == 0.0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_all_true_hard_mask_is_bit_identical_to_no_mask(weighted):
+    logits, p, y = make_batch(13, seed=34, dtype=torch.float32)
+    loss = DistillationLoss(alpha=0.4, temperature=3.0,
+                            class_weights=torch.tensor([0.7, 1.9]) if weighted else None)
+    grads = []
+    for mask in (None, torch.ones(13, dtype=torch.bool)):
+        z = logits.clone().requires_grad_()
+        parts = loss(z, p, y, hard_mask=mask, return_parts=True)
+        parts["total"].backward()
+        grads.append((parts, z.grad))
+    for k in grads[0][0]:
+        assert torch.equal(grads[0][0][k], grads[1][0][k]), k
+    assert torch.equal(grads[0][1], grads[1][1])
+
+
+def test_hard_mask_in_distill_clip_and_segment_modes():
+    clip_logits, seg_logits, seg_mask, clip_p, clip_m, seg_p, seg_m, y = make_segment_batch(seed=35)
+    hard_mask = torch.tensor([True, False, True, False, True])
+    garbage = with_garbage(y, hard_mask)
+    loss = DistillationLoss(alpha=0.5, temperature=2.0)  # validate=True: garbage labels would be refused if read
+    want_hard = ref_hard(clip_logits[hard_mask], y[hard_mask])
+    for mode in ("clip", "segment"):
+        parts = loss.distill(clip_logits, garbage, clip_p, clip_m, mode, seg_logits, seg_mask, seg_p, seg_m,
+                             hard_mask=hard_mask)
+        torch.testing.assert_close(parts["hard"], want_hard, rtol=1e-5, atol=1e-10)
+        plain = loss.distill(clip_logits, y, clip_p, clip_m, mode, seg_logits, seg_mask, seg_p, seg_m)
+        assert torch.equal(parts["soft"], plain["soft"]) and int(parts["soft_rows"]) == int(plain["soft_rows"])
+        torch.testing.assert_close(parts["total"], loss.combine(plain["soft"], want_hard))
+        assert int(parts["hard_rows"]) == 3 and int(plain["hard_rows"]) == 5
+
+
+def test_hard_mask_validation():
+    logits, p, y = make_batch(4, seed=0, dtype=torch.float32)
+    loss = DistillationLoss()
+    for bad in (torch.ones(3, dtype=torch.bool), torch.ones(4), torch.ones(4, dtype=torch.long),
+                torch.ones(4, 1, dtype=torch.bool), [True] * 4):
+        with pytest.raises(ValueError, match="hard_mask"):
+            loss(logits, p, y, hard_mask=bad)
+    mask = torch.tensor([True, False, True, True])
+    with pytest.raises(ValueError, match="hard_targets"):  # a labelled row's label is still checked
+        loss(logits, p, torch.tensor([0, -1, 2, 1]), hard_mask=mask)
+    assert torch.isfinite(loss(logits, p, torch.tensor([0, -1, 1, 1]), hard_mask=mask))
 
 
 # ---------------------------------------------------------------- class weights

@@ -1,5 +1,11 @@
 """Hard labels in: reading and checking a labels.csv into a `Manifest` (format: data/README.md).
 
+A transfer set: a train clip may have no hard label (an empty `label` cell). It is kept with the
+label UNLABELLED (-1) and trains through the teacher's soft labels only; val and test clips are
+scored against hard labels, so an empty label there is an error. Without a split column the
+unlabelled clips all go to train. (Whether each unlabelled clip has a soft label is checked where
+the soft labels are joined: data/dataset.py.)
+
 Every problem in it raises a DataError naming the CSV file and row; with on_error="skip" the
 row is left out instead, recorded in `.skipped` and reported. The CSV plumbing here (`read_csv_rows`,
 `RowProblems`) also reads the teachers' soft-label CSVs (soft_labels.py).
@@ -17,10 +23,11 @@ import soundfile as sf
 from .. import audio
 from ..errors import DataError
 
-__all__ = ["DataError", "LABELS", "SPLITS", "parse_label", "check_audio_file", "Manifest", "load_labels"]
+__all__ = ["DataError", "LABELS", "SPLITS", "UNLABELLED", "parse_label", "check_audio_file", "Manifest", "load_labels"]
 
 LABELS = {"0": 0, "1": 1, "clean": 0, "noise": 1}  # hard label spellings; class 1 is noise
 SPLITS = ("train", "val", "test")
+UNLABELLED = -1  # the label of a train clip without a hard label (an empty label cell)
 INTEGER_SUBTYPES = {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW"}
 
 
@@ -127,7 +134,7 @@ class Manifest:
     """The usable clips of one labels.csv (one row each) plus the rows that were skipped."""
 
     root: Path                 # the CSV's folder; every audio path lies inside it
-    df: pd.DataFrame           # clip_id, path (absolute), label (0/1), split, row (CSV line)
+    df: pd.DataFrame           # clip_id, path (absolute), label (0/1, or UNLABELLED), split, row (CSV line)
     skipped: list[dict] = field(default_factory=list)  # row, clip_id, path, reason
 
     def __len__(self) -> int:
@@ -136,6 +143,11 @@ class Manifest:
     @property
     def clip_ids(self) -> list[str]:
         return self.df["clip_id"].tolist()
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """bool per clip: True where it has a hard label (False for the unlabelled clips of a transfer set)."""
+        return self.df["label"].to_numpy() != UNLABELLED
 
     def split(self, name: str) -> "Manifest":
         if name not in SPLITS:
@@ -166,7 +178,8 @@ def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 def _auto_split(clip_ids: list[str], labels: list[int], seed: int, val_fraction: float,
                 test_fraction: float) -> list[str]:
-    """Stratified seeded split that depends on the set of (clip_id, label), not on row order."""
+    """Stratified seeded split that depends on the set of (clip_id, label), not on row order.
+    Unlabelled clips (UNLABELLED) stay in train."""
     ids, labels = np.array(clip_ids, dtype=object), np.asarray(labels)
     split = np.full(len(ids), "train", dtype=object)
     for label in (0, 1):
@@ -186,7 +199,9 @@ def load_labels(csv_path: str | Path, *, on_error: str = "raise", check_audio: b
 
     Each bad row raises a DataError naming the CSV and row, or with on_error="skip" is
     recorded in `manifest.skipped` and reported. Without a split column the clips are
-    split train/val/test, stratified by label and seeded by `split_seed`.
+    split train/val/test, stratified by label and seeded by `split_seed`. An empty label marks
+    a clip without a hard label (UNLABELLED): allowed in train only; without a split column such
+    clips all go to train.
     """
     bad = RowProblems(Path(csv_path), on_error)
     if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
@@ -216,10 +231,13 @@ def load_labels(csv_path: str | Path, *, on_error: str = "raise", check_audio: b
             if clip_id in first_row:
                 raise DataError(f"duplicate clip_id: rows {first_row[clip_id]} and {row} both use it")
             first_row[clip_id] = row
-            label = parse_label(r["label"])
+            label = parse_label(r["label"]) if r["label"].strip() else UNLABELLED
             split = r["split"].strip().lower() if has_split else ""
             if has_split and split not in SPLITS:
                 raise DataError(f"unknown split {r['split']!r}; use train, val or test")
+            if label == UNLABELLED and has_split and split != "train":
+                raise DataError(f"empty label in the {split} split; only train clips may be unlabelled "
+                                f"({split} clips are scored against their hard labels)")
             if not rel:
                 raise DataError("empty path")
             full = _inside(root, rel)
