@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: help setup data workbook test test-fast lab bench clean-runs setup-dnsmos setup-scale data-real workbook-real chromium test-browser
+.PHONY: help setup data workbook test test-fast lab bench clean-runs setup-dnsmos setup-scale setup-onnx data-real workbook-real chromium test-browser
 
 help:
 	@echo "make workbook   set up .venv, build the default data, run notebooks 01-05 -> runs/executed/"
@@ -19,7 +19,7 @@ help:
 	@echo "make test-browser  install Chromium if needed, move notebook 04's sliders in JupyterLab (screenshots)"
 	@echo "make lab        open JupyterLab in the project's environment"
 	@echo "make bench      run the benchmarks in benchmarks/"
-	@echo "make setup-dnsmos / setup-scale  the optional DNSMOS teacher / Ray engine extras"
+	@echo "make setup-dnsmos / setup-scale / setup-onnx  the optional DNSMOS teacher / Ray engine / ONNX export extras"
 	@echo "make data-real  build the real-speech corpus from Debian packages -> data/real/clips/"
 	@echo "make workbook-real  notebooks 01-05 on the real corpus with the DNSMOS teacher -> runs/executed-real/"
 
@@ -60,6 +60,15 @@ $(SCALE_STAMP): $(STAMP)
 	@touch $(SCALE_STAMP)
 
 setup-scale: $(SCALE_STAMP)
+
+# ONNX export and ONNX Runtime inference (onnx, onnxscript, onnxruntime), installed once per pyproject.toml.
+ONNX_STAMP := $(VENV)/.mark2-onnx-installed
+$(ONNX_STAMP): $(STAMP)
+	@echo "==> installing the onnx extra (pip install -e .[onnx])"
+	@$(PY) -m pip install --disable-pip-version-check -q -e '.[onnx]'
+	@touch $(ONNX_STAMP)
+
+setup-onnx: $(ONNX_STAMP)
 
 # Real recordings: apt-get download + dpkg-deb -x of four Debian packages (no root), mixed into clips.
 REAL_CLIPS ?= 480

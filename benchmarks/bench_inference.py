@@ -27,6 +27,11 @@ speed ratio is taken per round (teacher pass / student pass) and its median repo
 Peak memory: a fresh subprocess per (model, threads) runs two end-to-end passes; the RSS
 high-water mark over them (reset just before) minus the RSS just before them (model and audio loaded).
 Goals on 2 cores: student >= 1000x real time end to end, and >= 10x faster than the teacher.
+
+ONNX: with the `onnx` extra the student is also exported (`onnx_export.onnx_bytes`, checked against PyTorch)
+and timed end to end in ONNX Runtime with as many intra-op threads, in the same process and rounds as the
+PyTorch student; "vs PyTorch" is the PyTorch student's pass over the ONNX pass, per round, median (above
+1: ONNX Runtime is faster). Without the extra those rows are skipped, saying why.
 """
 from __future__ import annotations
 
@@ -79,6 +84,34 @@ def load(size: str, run, overrides=None):
     return model, model.audio
 
 
+def export_onnx_student(args, path: Path) -> str:
+    """Write the student `load` builds (its run, or untrained) to `path` as ONNX, checked in ONNX Runtime against
+    PyTorch; returns "" or, without the `onnx` extra, why the ONNX rows are skipped. With an untrained student
+    the timing workers load this file, not a build of their own."""
+    import json
+
+    import torch
+
+    from mark2_lib.inference import onnx_export
+    from mark2_lib.inference.onnx_model import OnnxClassifier
+
+    try:
+        onnx_export.require_exporter()
+    except ImportError as e:
+        return str(e)
+    torch.manual_seed(0)
+    model, audio_cfg = load("student", args.student_run, args.student_config)
+    config = (args.student_run / "config.json").read_text() if args.student_run else json.dumps(
+        {"audio": audio_cfg.to_dict(), "model": model.model.config.to_dict()})
+    data = onnx_export.onnx_bytes(model, config)
+    diff = onnx_export.p_noise_difference(OnnxClassifier(path, model_bytes=data), model,
+                                          onnx_export.check_waves(audio_cfg.sample_rate))
+    if not diff <= onnx_export.TOLERANCE:
+        sys.exit(f"the ONNX student differs from the PyTorch one by {diff:g} in p_noise")
+    path.write_bytes(data)
+    return ""
+
+
 def time_worker(args) -> dict:
     """Timings of both models at one thread count, passes interleaved so that both see the same load."""
     import torch
@@ -89,8 +122,16 @@ def time_worker(args) -> dict:
     waves = torch.from_numpy(np.load(args.audio))
     batches = list(waves.split(args.batch_size))
     tasks, out = {}, {}
+    if args.onnx:
+        from mark2_lib.inference.onnx_model import OnnxClassifier
+
+        session = OnnxClassifier(args.onnx, threads=args.threads[0]).session
+        arrays = [b.numpy() for b in batches]
+        tasks["onnx", "end_to_end"] = lambda: [session.run(["logits"], {"waveform": a}) for a in arrays]
+        out["onnx"] = {"seconds": waves.numel() / int(session.get_modelmeta().custom_metadata_map["sample_rate"])}
     with torch.inference_mode():
         for size, run in (("student", args.student_run), ("teacher", args.teacher_run)):
+            torch.manual_seed(0)  # an untrained student: the same weights as the ONNX file's
             model, audio_cfg = load(size, run, args.student_config if size == "student" else None)
             feats = [(model.features(b), torch.ones(b.shape[0], 1, dtype=torch.bool)) for b in batches]
             feats = [(f, m.expand(f.shape[:2]).contiguous()) for f, m in feats]
@@ -112,6 +153,9 @@ def time_worker(args) -> dict:
     for size in out:
         out[size]["vs_teacher"] = statistics.median(
             t / s for t, s in zip(times["teacher", "end_to_end"], times[size, "end_to_end"]))
+    if args.onnx:
+        out["onnx"]["vs_pytorch"] = statistics.median(
+            p / o for p, o in zip(times["student", "end_to_end"], times["onnx", "end_to_end"]))
     return out
 
 
@@ -140,6 +184,7 @@ def run_worker(kind: str, threads: int, audio_path: Path, args, size: str = "") 
            "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--repeat", str(args.repeat),
            "--min-time", str(args.min_time)] + (["--student-config", *args.student_config] if args.student_config else [])
     for flag, value in (("--size", size), ("--student-run", args.student_run), ("--teacher-run", args.teacher_run),
+                        ("--onnx", args.onnx if kind == "time" else None),
                         ("--run", args.student_run if size == "student" else args.teacher_run if size else None)):
         if value:
             cmd += [flag, str(value)]
@@ -170,6 +215,7 @@ def main(argv=None):
     ap.add_argument("--size", help=argparse.SUPPRESS)
     ap.add_argument("--audio", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
+    ap.add_argument("--onnx", help=argparse.SUPPRESS)
     args = quick.parse_args(ap, argv, QUICK)
     if args.student_config and args.student_run:
         ap.error("--student-config builds an untrained student; it cannot be combined with --student-run")
@@ -193,6 +239,10 @@ def main(argv=None):
         np.save(audio_path, waves)
         print(f"{waves.shape[0]} waveforms x {args.clip_seconds:g} s = {waves.size / 16000:.0f} s of audio "
               f"(generated in {time.perf_counter() - t0:.1f} s); batches of {args.batch_size}", flush=True)
+        onnx_path = Path(tmp) / "student.onnx"
+        print("  exporting the student to ONNX ...", flush=True)
+        onnx_skipped = export_onnx_student(args, onnx_path)
+        args.onnx = None if onnx_skipped else onnx_path
         results = {}
         for threads in args.threads:
             print(f"  timing both models on {threads} thread(s) ...", flush=True)
@@ -200,6 +250,8 @@ def main(argv=None):
             for size in ("student", "teacher"):
                 print(f"  peak memory of the {size} on {threads} thread(s) ...", flush=True)
                 results[size, threads] = {**timing[size], **run_worker("memory", threads, audio_path, args, size)}
+            if args.onnx:
+                results["onnx", threads] = timing["onnx"]
 
     print()
     head = (f"{'model':<9}{'threads':>8}{'end to end':>12}{'(best)':>9}{'features':>10}{'model':>9}"
@@ -215,6 +267,18 @@ def main(argv=None):
                   f"{rt['model']:>8.0f}x{ratio:>12}{r['params']:>9,}{r['macs_per_s'] / 1e6:>8.2f}{r['peak_mb']:>9.1f}")
     for size in ("student", "teacher"):
         print(f"{size} front end: {results[size, args.threads[0]]['front_end']}")
+    print()
+    if onnx_skipped:
+        print(f"ONNX rows skipped: {onnx_skipped}")
+    else:
+        head = f"{'model':<14}{'threads':>8}{'end to end':>12}{'(best)':>10}{'vs PyTorch':>12}"
+        print("the student in ONNX Runtime, timed in the same rounds as the PyTorch student above:")
+        print(head + "\n" + "-" * len(head))
+        for threads in args.threads:
+            r = results["onnx", threads]
+            best = f"({r['seconds'] / r['end_to_end_best']:.0f}x)"
+            print(f"{'onnx student':<14}{threads:>8}{r['seconds'] / r['end_to_end']:>11.0f}x{best:>10}"
+                  f"{r['vs_pytorch']:>11.2f}x")
     if args.student_config:
         print(f"student: untrained, {' '.join(args.student_config)} (--student-config)")
     print(f"\nx real time = seconds of audio per second of wall time: median of {args.repeat} rounds over all "

@@ -37,6 +37,17 @@ def dnsmos_missing() -> str | None:
     return None
 
 
+def onnx_missing() -> str | None:
+    """None when the `onnx` extra imports (onnx, onnxscript, onnxruntime), else what failed and how to install it."""
+    from mark2_lib.inference.onnx_export import require_exporter
+
+    try:
+        require_exporter()
+    except ImportError as e:
+        return f"{e}; or run 'make setup-onnx'"
+    return None
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """(manifest, features, audio_cfg) for 48 synthetic 2 s clips (3 segments each), features cached.

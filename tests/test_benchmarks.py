@@ -125,6 +125,12 @@ def test_bench_inference_quick(runs):
                         rf".*model only {NUM}x", text, re.M)
     assert summary, text
     positive(summary[1], summary[2], summary[3])
+    onnx = rows(text, rf"onnx student\s+1\s+{NUM}x\s+\({NUM}x\)\s+{NUM}x")
+    if "ONNX rows skipped:" in text:  # without the onnx extra: the reason, and no rows
+        assert not onnx and "pip install -e '.[onnx]'" in text, text
+    else:
+        assert len(onnx) == 1, text
+        positive(onnx[0][1], onnx[0][2], onnx[0][3])  # x real time (e2e, best), vs PyTorch
 
 
 def test_bench_student_options_quick(runs):

@@ -1,7 +1,7 @@
 """CI cannot pass by skipping: tests of optional parts fail under CI when their prerequisite is missing.
 
-The DNSMOS tests run in a pytest subprocess with the `dnsmos` extra hidden (a `speechmos` module on
-PYTHONPATH whose import fails), and the Ray tests with the `scale` extra hidden (a sitecustomize.py
+The DNSMOS and ONNX tests run in a pytest subprocess with their extra hidden (a `speechmos` or `onnxscript`
+module on PYTHONPATH whose import fails), and the Ray tests with the `scale` extra hidden (a sitecustomize.py
 that marks `ray` as not importable), each once with CI=true and once without $CI, side by side.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ def test_ci_script_sets_CI_itself():
     lines = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert "export CI=true" in lines
     assert lines.index("export CI=true") < next(i for i, line in enumerate(lines) if line.startswith("make "))
+    for target in ("make setup-dnsmos", "make setup-scale", "make setup-onnx"):
+        assert lines.index(target) < lines.index("make test"), target
 
 
 def hidden_extra_runs(tmp_path: Path, test_file: str, fake: dict[str, str]) -> dict:
@@ -56,16 +58,19 @@ def hidden_extra_runs(tmp_path: Path, test_file: str, fake: dict[str, str]) -> d
     return out
 
 
-def test_dnsmos_tests_fail_under_ci_and_skip_elsewhere_without_the_extra(tmp_path):
-    """A `speechmos` that cannot be imported: with CI=true every DNSMOS test errors (exit 1), saying
-    why and how to install the extra; without $CI every one skips with that message (exit 0)."""
-    out = hidden_extra_runs(tmp_path, "tests/test_dnsmos.py",
-                            {"speechmos.py": 'raise ImportError("simulated: speechmos is not installed")\n'})
-    hint = "pip install -e '.[dnsmos]'"
+@pytest.mark.parametrize("module, test_file, what, hint", [
+    ("speechmos", "tests/test_dnsmos.py", "the DNSMOS tests", "pip install -e '.[dnsmos]'"),
+    ("onnxscript", "tests/test_onnx.py", "the ONNX tests", "pip install -e '.[onnx]'"),
+])
+def test_extra_tests_fail_under_ci_and_skip_elsewhere_without_the_extra(tmp_path, module, test_file, what, hint):
+    """A `module` of the extra that cannot be imported: with CI=true every test of `test_file` errors (exit 1),
+    saying why and how to install the extra; without $CI every one skips with that message (exit 0)."""
+    out = hidden_extra_runs(tmp_path, test_file,
+                            {f"{module}.py": f'raise ImportError("simulated: {module} is not installed")\n'})
     # under CI: every test errors with the reason and the install hint; pytest exits 1 (tests failed)
     assert out["ci_rc"] == 1, out["ci"]
-    assert "the DNSMOS tests (tests/test_dnsmos.py) cannot run in CI" in out["ci"], out["ci"]
-    assert hint in out["ci"] and "simulated: speechmos is not installed" in out["ci"], out["ci"]
+    assert f"{what} ({test_file}) cannot run in CI" in out["ci"], out["ci"]
+    assert hint in out["ci"] and f"simulated: {module} is not installed" in out["ci"], out["ci"]
     assert " passed" not in out["ci"] and " skipped" not in out["ci"], out["ci"]
     # elsewhere: every test skips, saying how to install the extra; exit status 0
     assert out["local_rc"] == 0, out["local"]

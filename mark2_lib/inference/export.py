@@ -1,4 +1,5 @@
-"""Export a trained run for use outside this library: TorchScript with its front end inside."""
+"""Export a trained run for use outside this library, front end inside: TorchScript (`export_torchscript`)
+or ONNX (`onnx_export.export_onnx`); `export_run` picks by `fmt` or by the output's extension."""
 from __future__ import annotations
 
 import warnings
@@ -8,6 +9,32 @@ import torch
 
 from ..atomic import atomic_write
 from ..run_folders import load_classifier
+
+FORMATS = {"torchscript": (".ts", ".pt"), "onnx": (".onnx",)}  # format -> the extensions that name it
+
+
+def export_format(out_path, fmt: str | None = None) -> str:
+    """The format to write `out_path` in: `fmt`, or the one its extension names (.onnx; .ts or .pt).
+    ValueError when neither says, or when they disagree."""
+    suffix = Path(out_path).suffix.lower()
+    named = next((f for f, suffixes in FORMATS.items() if suffix in suffixes), None)
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {sorted(FORMATS)}")
+    if fmt is None and named is None:
+        raise ValueError(f"{out_path}: cannot tell the format from the extension {suffix or '(none)'}: name the file "
+                         f".onnx, .ts or .pt, or give the format (onnx or torchscript)")
+    if fmt is not None and named is not None and fmt != named:
+        raise ValueError(f"{out_path}: the extension {suffix} means {named}, but the format asked for is {fmt}")
+    return fmt or named
+
+
+def export_run(run_dir, out_path, fmt: str | None = None) -> Path:
+    """Export the run to `out_path` as TorchScript or ONNX (`export_format`); returns the path."""
+    if export_format(out_path, fmt) == "onnx":
+        from .onnx_export import export_onnx
+
+        return export_onnx(run_dir, out_path)
+    return export_torchscript(run_dir, out_path)
 
 
 def export_torchscript(run_dir, out_path) -> Path:

@@ -29,6 +29,7 @@ from ..config import AudioConfig
 from ..errors import DataError
 from ..models import WaveformClassifier
 from ..run_folders import load_classifier
+from .onnx_model import OnnxClassifier, is_onnx_file
 from .stream import BLOCK_FRAMES, stream_stretches
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
@@ -82,8 +83,15 @@ class _Clip:
     error: str = ""
 
 
-def _as_model(run_dir_or_model) -> WaveformClassifier:
-    """A fused model from a run folder, or from a WaveformClassifier (an unfused one is copied, not changed)."""
+def _as_model(run_dir_or_model) -> WaveformClassifier | OnnxClassifier:
+    """A fused model from a run folder, or from a WaveformClassifier (an unfused one is copied, not changed);
+    an `.onnx` file (`mark2 export --format onnx`) or an OnnxClassifier runs in ONNX Runtime."""
+    if isinstance(run_dir_or_model, OnnxClassifier):
+        return run_dir_or_model
+    if is_onnx_file(run_dir_or_model):
+        if not Path(run_dir_or_model).is_file():
+            raise FileNotFoundError(f"{run_dir_or_model}: ONNX file not found")
+        return OnnxClassifier(run_dir_or_model)
     if isinstance(run_dir_or_model, WaveformClassifier):
         model = run_dir_or_model
         return model if model.model.encoder.fused else copy.deepcopy(model).fuse()
@@ -95,7 +103,8 @@ def _as_model(run_dir_or_model) -> WaveformClassifier:
 def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool = False,
                   progress: bool = True, threshold: float = 0.5,
                   block_frames: int = BLOCK_FRAMES) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Score audio files and folders (recursed) with a trained run or a WaveformClassifier (see `_as_model`).
+    """Score audio files and folders (recursed) with a trained run, a WaveformClassifier or an ONNX export (see
+    `_as_model`; an ONNX model runs each file's segments `batch_size` at a time, `OnnxClassifier.stream_file`).
 
     Returns (clips, segments): clips has one row per file with columns path, p_noise, label
     ("clean" | "noise" at `threshold`), n_segments and error (empty when the file was scored;
@@ -110,7 +119,8 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
         raise ValueError(f"threshold={threshold} must be in [0, 1]")
     model = _as_model(run_dir_or_model)
     cfg = model.audio
-    attention = model.model.pooling == "attention" and model.model.head.attention is not None
+    onnx = isinstance(model, OnnxClassifier)
+    attention = not onnx and model.model.pooling == "attention" and model.model.head.attention is not None
     entries, n_ignored = find_audio(paths)
     clips = [_Clip(p, error=msg) for p, msg in entries]
 
@@ -150,7 +160,13 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     try:
         with torch.inference_mode():
             for clip in clips:
-                if not clip.error:
+                if not clip.error and onnx:
+                    try:
+                        seg, scores, clip.n_samples = model.stream_file(clip.path, batch_size, block_frames, on_block)
+                        clip.logits, clip.emb = list(torch.from_numpy(seg)), list(torch.from_numpy(scores))
+                    except DataError as e:
+                        clip.error = str(e)
+                elif not clip.error:
                     stretches = stream_stretches(clip.path, cfg, block_frames, on_block)
                     try:
                         while True:
@@ -179,14 +195,17 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     return clip_df, seg_df
 
 
-def _clip_row(model: WaveformClassifier, clip: _Clip, attention: bool, threshold: float) -> list:
+def _clip_row(model: WaveformClassifier | OnnxClassifier, clip: _Clip, attention: bool, threshold: float) -> list:
     """One file's row of the clip table: its segment logits pooled by the model's own pooling, or its error."""
     if clip.error:
         return [str(clip.path), float("nan"), "", None, clip.error]
     seg_logits = torch.stack(clip.logits)[None]                       # [1, S, C]
-    emb = torch.stack(clip.emb) if attention else seg_logits[0]       # pool only reads emb for attention
-    mask = torch.ones(seg_logits.shape[:2], dtype=torch.bool)
-    p = float(torch.softmax(model.model.pool(seg_logits, emb, mask), dim=-1)[0, 1])
+    if isinstance(model, OnnxClassifier):                             # clip.emb holds the attention scores
+        logits = model.pool(seg_logits[0], torch.stack(clip.emb))[None]
+    else:
+        emb = torch.stack(clip.emb) if attention else seg_logits[0]   # pool only reads emb for attention
+        logits = model.model.pool(seg_logits, emb, torch.ones(seg_logits.shape[:2], dtype=torch.bool))
+    p = float(torch.softmax(logits, dim=-1)[0, 1])
     return [str(clip.path), p, "noise" if p >= threshold else "clean", len(clip.logits), ""]
 
 

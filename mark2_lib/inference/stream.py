@@ -1,7 +1,8 @@
 """Long recordings read block by block, in bounded memory: mixed to mono, resampled to the run's rate
 with an exact streaming version of `audio.resample` (`StreamResampler`), and cut into the windows
 `audio.stream_windows_of` gives a whole clip (`Segmenter`), delivered as stretches of audio that
-`LogMel.stretch` turns into the clip's segment features.
+`LogMel.stretch` turns into the clip's segment features (`stream_stretches`). `stream_samples` gives the
+resampled samples themselves, block by block, for the ONNX model (`onnx_model.OnnxClassifier.stream_file`).
 """
 from __future__ import annotations
 
@@ -130,16 +131,15 @@ def open_audio(path: Path) -> sf.SoundFile:
     return f
 
 
-def stream_stretches(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
-    """Yield one file's segment windows at the run's rate, in order, as `Segmenter` stretches (float32).
+def stream_samples(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
+    """Yield one file's samples at the run's rate, mono float32, block by block (`block_frames` read at a
+    time), in bounded memory however long the file. Returns (via StopIteration.value) their number.
 
-    Reads `block_frames` at a time, so memory stays bounded however long the file. Returns (via
-    StopIteration.value) the clip's length in samples at the run's rate. Raises DataError naming
-    the file when it is missing, empty, truncated, not audio, or holds NaN/inf samples.
-    `on_block(seconds)` is called after each block with the seconds of audio it held.
+    Raises DataError naming the file when it is missing, empty, truncated, not audio, or holds NaN/inf
+    samples. `on_block(seconds)` is called after each block with the seconds of audio it held.
     """
     path = Path(path)
-    seg = Segmenter(cfg)
+    n = 0
     with open_audio(path) as f:
         rs = StreamResampler(f.samplerate, cfg.sample_rate) if f.samplerate != cfg.sample_rate else None
         while True:
@@ -152,12 +152,33 @@ def stream_stretches(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, o
             if not np.isfinite(block).all():
                 raise DataError(f"{path}: audio contains NaN or inf samples")
             x = block.mean(axis=1) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
-            yield from seg.push(rs.push(x) if rs else x)
+            x = rs.push(x) if rs else x
+            n += len(x)
+            yield x
             if on_block:
                 on_block(block.shape[0] / f.samplerate)
         if rs is not None:
-            yield from seg.push(rs.finish())
-    if seg.n == 0:
+            x = rs.finish()
+            n += len(x)
+            yield x
+    if n == 0:
         raise DataError(f"{path}: audio has 0 samples")
+    return n
+
+
+def stream_stretches(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
+    """Yield one file's segment windows at the run's rate, in order, as `Segmenter` stretches (float32).
+
+    Reads the file as `stream_samples` does (bounded memory, the same errors and `on_block` calls).
+    Returns (via StopIteration.value) the clip's length in samples at the run's rate.
+    """
+    seg = Segmenter(cfg)
+    samples = stream_samples(path, cfg, block_frames, on_block)
+    while True:
+        try:
+            x = next(samples)
+        except StopIteration:
+            break
+        yield from seg.push(x)
     yield from seg.finish()
     return seg.n

@@ -202,7 +202,7 @@ def predict_job(run_dir, inputs, out, *, root=None, segments: bool = False, engi
                 workers: int | None = None, shard_size: int = 64, ray_address: str | None = None,
                 batch_size: int = 64, threshold: float = 0.5, progress: bool = True,
                 keep_parts: bool = False) -> dict:
-    """Score every input with the trained run `run_dir`, as `mark2 predict` does, to `out`.
+    """Score every input with the trained run `run_dir` (or its `.onnx` export), as `mark2 predict` does, to `out`.
 
     `.csv`: today's table (path, p_noise, label, n_segments, error; floats to 6 decimals); `.jsonl`: every
     input field, then clip_id and those columns. With `segments`, `<out stem>_segments.csv` beside it
@@ -212,6 +212,7 @@ def predict_job(run_dir, inputs, out, *, root=None, segments: bool = False, engi
     Returns {"written" (paths), "clips" (the clip table, as predict_paths returns it), "segments" (or
     None), "errors" (clip_id, source, error each)}.
     """
+    from ..inference.onnx_model import OnnxClassifier, is_onnx_file
     from ..inference.predict import CLIP_COLUMNS, SEGMENT_COLUMNS, segments_path, write_predictions
     from ..run_folders import load_classifier
 
@@ -220,7 +221,12 @@ def predict_job(run_dir, inputs, out, *, root=None, segments: bool = False, engi
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold} must be in [0, 1]")
-    load_classifier(run_dir)  # a missing or broken run fails here, not in every worker
+    if is_onnx_file(run_dir):  # an ONNX export (`mark2 export --format onnx`), run in ONNX Runtime
+        if not Path(run_dir).is_file():
+            raise FileNotFoundError(f"{run_dir}: ONNX file not found")
+        OnnxClassifier(run_dir)  # not ONNX, not a mark2 export, or no onnxruntime: fails here, not in every worker
+    else:
+        load_classifier(run_dir)  # a missing or broken run fails here, not in every worker
     spec = StudentSpec(run_dir, batch_size=batch_size, segments=segments, threshold=threshold)
     items, n_ignored = predict_items(inputs, root=root)
     rows = _run(items, spec, out, engine, workers, shard_size, ray_address, progress, keep_parts)

@@ -2,7 +2,7 @@
 (part of the job key) and whose `create()` loads the model once per worker, and the scorers they make,
 which turn a shard of `Item`s into one row of plain values per item, in order.
 
-- StudentSpec: a trained run, streamed by inference.predict: today's `mark2 predict` columns
+- StudentSpec: a trained run (or its ONNX export), streamed by inference.predict: `mark2 predict`'s columns
 - TeacherRunSpec: a trained run as teacher: p_noise per clip and, with segments, per segment
 - TorchScriptSpec: a TorchScript teacher (waveform [B, samples] -> logits [B, 2], index 1 = noise)
 - DnsmosSpec: DNSMOS SIG, BAK, OVR per clip (and BAK per segment), through its content cache
@@ -38,9 +38,10 @@ def _abs(path) -> str:
 
 
 def run_hash(run_dir) -> str:
-    """sha1 over a run folder's config.json, encoder.pt and head.pt; FileNotFoundError names a missing one."""
+    """sha1 over a run folder's config.json, encoder.pt and head.pt, or over an ONNX export's bytes (a `.onnx`
+    path); FileNotFoundError names a missing one."""
     h = hashlib.sha1()
-    for name in RUN_FILES:
+    for name in [""] if Path(run_dir).suffix.lower() == ".onnx" else RUN_FILES:
         path = Path(run_dir) / name
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: is {run_dir} a finished training run?")
@@ -61,7 +62,8 @@ def _error_row(item: Item, message: str, **empty) -> dict:
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """The student (any trained run) scoring files as `mark2 predict` does: path, p_noise, label, n_segments, error."""
+    """The student (any trained run, or its `.onnx` export in ONNX Runtime) scoring files as `mark2 predict` does:
+    path, p_noise, label, n_segments, error."""
 
     run_dir: str
     batch_size: int = 64
@@ -112,12 +114,14 @@ class TeacherRunSpec:
 
 
 class RunScorer:
-    """A run loaded once; scores shards with `inference.predict.predict_paths` (streamed, bounded memory)."""
+    """A run (or an ONNX export) loaded once; scores shards with `inference.predict.predict_paths` (streamed,
+    bounded memory)."""
 
     def __init__(self, run_dir, batch_size: int, segments: bool, threshold: float, teacher: bool):
+        from ..inference.onnx_model import OnnxClassifier, is_onnx_file
         from ..run_folders import load_classifier
 
-        self.model = load_classifier(run_dir)
+        self.model = OnnxClassifier(run_dir) if is_onnx_file(run_dir) else load_classifier(run_dir)
         self.batch_size, self.segments, self.threshold, self.teacher = batch_size, segments, threshold, teacher
 
     def score(self, items: list[Item]) -> list[dict]:
