@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import in_ci, onnx_missing
 from sklearn.metrics import f1_score, roc_auc_score
 
 from mark2_lib.baselines import noise_score, score_split
@@ -287,3 +288,16 @@ def check_05_outputs(ws, ts):
     classified = re.search(r"classified (\d+) files in .*: (\d+) noise, (\d+) clean, (\d+) failed", printed)
     n, noise, clean, failed = map(int, classified.groups())
     assert n == len(labels) and noise + clean == n and failed == 0
+
+    # the ONNX student (the onnx extra; CI has it): the same predictions through ONNX Runtime
+    missing = onnx_missing()
+    if missing:
+        assert "ONNX export skipped" in printed
+        if in_ci():
+            pytest.fail(f"notebook 05's ONNX export cannot be checked in CI: {missing}")
+    else:
+        onnx_line = re.search(r"ONNX student: (\S+); on the (\d+) files scored, max \|p_noise\(ONNX\) - "
+                              r"p_noise\(PyTorch\)\| = (\S+); labels and errors the same", printed)
+        assert onnx_line, printed
+        assert Path(onnx_line[1]) == ts.with_suffix(".onnx") and Path(onnx_line[1]).is_file()
+        assert int(onnx_line[2]) == len(labels) and float(onnx_line[3]) <= 1e-4
