@@ -180,7 +180,8 @@ def main(argv=None):
 
     from mark2_lib import dnsmos
     from mark2_lib.jobs.inputs import read_inputs
-    from mark2_lib.jobs.scorers import DnsmosSpec, StudentSpec
+    from mark2_lib.jobs.scorers import StudentSpec
+    from mark2_lib.jobs.teachers import DnsmosSpec
 
     print(f"{os.cpu_count()} CPUs; network: {network()}")
     with tempfile.TemporaryDirectory(prefix="mark2_bench_scale_") as tmp:

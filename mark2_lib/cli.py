@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .config import MIN_SECONDS, SILENCE_DBFS
+
 
 def _make_data(args) -> int:
     from .paths import resolve
@@ -74,7 +76,9 @@ def _predict(args) -> int:
 
     try:
         info = predict_job(args.run_dir, args.paths, args.out, segments=args.segments, batch_size=args.batch_size,
-                           threshold=args.threshold, **_engine_options(args))
+                           threshold=args.threshold, min_seconds=args.min_seconds,
+                           silence_dbfs=None if args.silence_dbfs is None or args.silence_dbfs <= -200 else args.silence_dbfs,
+                           **_engine_options(args))
     except (FileNotFoundError, ValueError, ImportError, ShardError) as e:  # no such run, bad options or inputs
         return _job_failed(e)
     clips = info["clips"]
@@ -190,9 +194,11 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Score audio files (and folders, recursed) with a trained run; long files are streamed.",
         epilog="""output:
-  --out CSV             one row per file: path, p_noise, label (clean|noise), n_segments, error
+  --out CSV             one row per file: path, p_noise, label (clean|noise|silent), n_segments, error
                         (error is empty for scored files; for a missing, empty, unreadable,
-                        truncated or NaN/inf file it holds the message and the score is empty)
+                        truncated or NaN/inf file, or one shorter than --min-seconds, it holds
+                        the message and the score is empty; a file whose peak stays below
+                        --silence-dbfs is labelled silent, with p_noise empty)
   <out stem>_segments.csv  with --segments, one row per segment: path, segment (0-based),
                         start_s, end_s (seconds, end clipped to the file's length), p_noise, label
   .jsonl instead of .csv: one line per input, its fields (a manifest's) then clip_id and the columns
@@ -208,6 +214,11 @@ file failed, 2 when the run folder or an option is bad.""")
     p.add_argument("--segments", action="store_true", help="also write <out stem>_segments.csv")
     p.add_argument("--batch-size", type=int, default=64, help="segments per forward pass (default 64)")
     p.add_argument("--threshold", type=float, default=0.5, help="label 'noise' when p_noise >= this")
+    p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
+                   help=f"shorter files get an error row, not a score (default {MIN_SECONDS:g}; 0 scores every file)")
+    p.add_argument("--silence-dbfs", type=float, default=SILENCE_DBFS,
+                   help=f"a file whose peak stays below this many dB full scale is labelled 'silent', with no "
+                        f"p_noise (default {SILENCE_DBFS:g}; -200 turns it off)")
     _add_engine_options(p)
     p.set_defaults(func=_predict)
 

@@ -23,6 +23,12 @@ CLASSES = ("clean", "noise")  # class names by index: a model's logit 1 and p_no
 # tests/test_audio.py holds the current output of a fixed signal and fails until this is bumped.
 FEATURES_VERSION = 1
 
+# What `predict` will not judge (inference/predict.py). A file shorter than MIN_SECONDS would be mostly
+# zero padding in its one segment: it gets an error row. A file whose peak stays below SILENCE_DBFS
+# (dB full scale) holds nothing audible: it is labelled "silent" with no p_noise, not called noise or clean.
+MIN_SECONDS = 0.5     # half the student's 1 s segment
+SILENCE_DBFS = -60.0  # peak of the mono mix at the run's sample rate
+
 
 @dataclass(frozen=True)
 class AudioConfig:

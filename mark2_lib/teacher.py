@@ -146,7 +146,7 @@ def score_dnsmos(manifest: Manifest, audio: AudioConfig, cache_dir, segment_spli
     from .dnsmos import DnsmosCache
     from .jobs.engines import check_engine
     from .jobs.inputs import Item
-    from .jobs.scorers import DnsmosSpec
+    from .jobs.teachers import DnsmosSpec
     from .jobs.shards import run_sharded
 
     check_engine(engine, workers)  # a bad engine or worker count fails even when every score is cached

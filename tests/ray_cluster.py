@@ -228,7 +228,7 @@ def run_jobs(jobs: list[dict]) -> None:
     {"job": "dnsmos", "inputs": [...], "out": PATH, "cache": DIR, "shard_size": N}   rows to PATH + ".rows.json"
     {"job": "kill-once", "inputs": [...], "out": PATH, "marker": PATH, "kill_index": I, "shard_size": N}  same
     """
-    from mark2_lib.jobs import inputs, score, scorers, shards
+    from mark2_lib.jobs import inputs, score, shards, teachers
 
     for job in jobs:
         kind, workers, size = job["job"], job.get("workers", 2), job.get("shard_size", 4)
@@ -239,7 +239,7 @@ def run_jobs(jobs: list[dict]) -> None:
                                shard_size=size, ray_address=ADDRESS, progress=False, keep_parts=True)
             continue
         items = inputs.read_inputs(job["inputs"])
-        spec = (scorers.DnsmosSpec(job["cache"]) if kind == "dnsmos"
+        spec = (teachers.DnsmosSpec(job["cache"]) if kind == "dnsmos"
                 else KillOnceSpec(job["marker"], job["kill_index"]))
         rows = shards.run_sharded(items, spec, job["out"], engine="ray", workers=workers, shard_size=size,
                                   ray_address=ADDRESS, progress=False)

@@ -209,3 +209,20 @@ def test_export_command_picks_the_format_from_the_extension(runs, tmp_path, caps
     assert main(["export", str(run_dir), "--out", str(tmp_path / "s.onnx")]) == 0
     assert "ONNX" in capsys.readouterr().out and OnnxClassifier(tmp_path / "s.onnx").sample_rate == 16000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.onnx"]
+
+
+def test_the_onnx_student_judges_silent_and_too_short_files_as_the_run_does(runs, tmp_path):
+    """predict_paths with the .onnx file: digital silence is "silent" with no p_noise, a 30 ms file an error row
+    naming it, exactly as with the run folder."""
+    import soundfile as sf
+
+    from mark2_lib.inference.predict import predict_paths
+
+    sf.write(tmp_path / "zeros.wav", np.zeros(32000, np.float32), 16000)
+    sf.write(tmp_path / "short.wav", np.full(480, 0.1, np.float32), 16000)
+    run_dir, onnx_path = runs["clip"]
+    tables = [predict_paths(m, [tmp_path], progress=False)[0] for m in (run_dir, onnx_path)]
+    for t in tables:
+        assert t["label"].tolist() == ["", "silent"] and t["p_noise"].isna().all()
+        assert "short.wav: too short to judge: 0.030 s" in t["error"][0] and t["error"][1] == ""
+    assert tables[0].equals(tables[1])

@@ -1,8 +1,10 @@
 """Tests for mark2_lib.inference.predict (with mark2_lib.inference.stream) and the `predict` / `export` commands: CSV layout, error rows,
 folder recursion, segment times, streaming == whole-file scoring, resampling, TorchScript export."""
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -350,3 +352,70 @@ def test_export_matches_and_runs_in_a_fresh_process(runs, tmp_path, capsys):
     assert got["sr"] == SR
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(got["logits"]), eager(wave), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- what predict does not judge
+
+def test_too_short_files_get_an_error_row_and_silent_files_no_score(runs, clips, tmp_path, capsys):
+    """A 6 ms file is refused by name (not padded into a segment and scored); a file of digital silence,
+    and one whose peak stays below -60 dBFS, are labelled "silent" with no p_noise, segments too; a
+    file just above the silence level and one just over the minimum length are scored as usual."""
+    rng = np.random.default_rng(5)
+    files = {
+        "short": write(tmp_path / "short.wav", noise(0.006)),
+        "zeros": write(tmp_path / "zeros.wav", np.zeros(2 * SR, np.float32)),
+        "hiss": write(tmp_path / "hiss.wav", (10 ** (-66 / 20) * rng.uniform(-1, 1, 2 * SR)).astype(np.float32),
+                      subtype="FLOAT"),
+        "quiet": write(tmp_path / "quiet.wav", (10 ** (-54 / 20) * rng.uniform(-1, 1, 2 * SR)).astype(np.float32),
+                       subtype="FLOAT"),
+        "just_long_enough": write(tmp_path / "just.wav", noise(0.5)),
+    }
+    out = tmp_path / "p.csv"
+    rc = main(["predict", str(runs["mean"]), *map(str, files.values()), clips[0].as_posix(), "--out", str(out),
+               "--segments", "--engine", "serial", "--no-progress"])
+    assert rc == 1  # a file was refused
+    table = read_csv(out).set_index("path")
+    short = table.loc[str(files["short"])]
+    assert short["p_noise"] == "" and short["label"] == "" and short["n_segments"] == ""
+    assert short["error"] == f"{files['short']}: too short to judge: 0.006 s of audio, under the minimum of 0.5 s " \
+                             "(min_seconds, predict --min-seconds)"
+    for name in ("zeros", "hiss"):
+        row = table.loc[str(files[name])]
+        assert (row["p_noise"], row["label"], row["error"], row["n_segments"]) == ("", "silent", "", "3"), name
+    for name in ("quiet", "just_long_enough"):
+        row = table.loc[str(files[name])]
+        assert row["label"] in ("clean", "noise") and 0 <= float(row["p_noise"]) <= 1 and row["error"] == "", name
+    segs = read_csv(tmp_path / "p_segments.csv")
+    silent = segs[segs["path"] == str(files["zeros"])]
+    assert len(silent) == 3 and (silent["label"] == "silent").all() and (silent["p_noise"] == "").all()
+    assert str(files["short"]) not in set(segs["path"])
+    err = capsys.readouterr().err
+    assert re.search(r"^6 files: 5 scored \(\d noise, \d clean, 2 silent\), 1 failed$", err, re.M), err
+
+    # turned off: every file is scored as before, the same p_noise as the whole-file reference
+    clips_df, _ = predict.predict_paths(runs["mean"], [files["short"], files["zeros"]], progress=False,
+                                        min_seconds=0, silence_dbfs=None)
+    assert (clips_df["error"] == "").all() and clips_df["label"].isin(["clean", "noise"]).all()
+    for path, p in zip((files["short"], files["zeros"]), clips_df["p_noise"]):
+        assert p == pytest.approx(whole_file(runs["mean"], path)[0], abs=1e-5)
+
+
+def test_the_silence_and_length_settings_are_checked_and_reach_the_corpus_jobs(runs, tmp_path):
+    from mark2_lib.jobs import score
+
+    with pytest.raises(ValueError, match="min_seconds=-1"):
+        predict.predict_paths(runs["mean"], [tmp_path], min_seconds=-1)
+    with pytest.raises(ValueError, match="silence_dbfs=6"):
+        predict.predict_paths(runs["mean"], [tmp_path], silence_dbfs=6)
+    zeros = write(tmp_path / "in" / "zeros.wav", np.zeros(SR, np.float32))
+    write(tmp_path / "in" / "short.wav", noise(0.1))
+    out = tmp_path / "p.jsonl"
+    info = score.predict_job(runs["mean"], [tmp_path / "in"], out, engine="serial", progress=False, segments=True)
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["zeros.wav"]["p_noise"] is None and rows["zeros.wav"]["label"] == "silent"
+    assert "too short to judge: 0.100 s" in rows["short.wav"]["error"] and rows["short.wav"]["label"] == ""
+    assert list(info["segments"]["label"]) == ["silent"] and np.isnan(info["segments"]["p_noise"]).all()
+    # a longer minimum is part of the job's settings: it rescored, and now refuses the silent 1 s file too
+    out2 = tmp_path / "p2.jsonl"
+    score.predict_job(runs["mean"], [zeros], out2, engine="serial", progress=False, min_seconds=1.5)
+    assert "under the minimum of 1.5 s" in json.loads(out2.read_text())["error"]

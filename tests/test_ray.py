@@ -82,7 +82,7 @@ def results(cluster, work) -> dict:
     bak = None
     if not dnsmos_missing():
         items = inputs.read_inputs(work["dnsmos_labels"])
-        from mark2_lib.jobs.scorers import DnsmosSpec
+        from mark2_lib.jobs.teachers import DnsmosSpec
         rows = shards.run_sharded(items, DnsmosSpec(str(root / "cache_serial")), root / "dnsmos_serial.jsonl",
                                   engine="serial", shard_size=SHARD, progress=False)
         bak = [r["bak"] for r in rows]

@@ -98,7 +98,7 @@ class OnnxClassifier:
         return seg_logits.amax(dim=0) if self.pooling == "max" else seg_logits.mean(dim=0)
 
     def stream_file(self, path, batch_size: int = 64, block_frames: int = BLOCK_FRAMES,
-                    on_block=None) -> tuple[np.ndarray, np.ndarray, int]:
+                    on_block=None, on_samples=None) -> tuple[np.ndarray, np.ndarray, int]:
         """One file's (segment logits `[S, 2]`, segment scores `[S]`, length in samples at the run's rate), read
         block by block and scored `batch_size` segments per graph run (plus the one before them, dropped).
         DataError naming the file when it cannot be read (as `stream.stream_samples`)."""
@@ -116,7 +116,7 @@ class OnnxClassifier:
             logits.append(seg[0, done - lo:end - lo])
             scores.append(sc[0, done - lo:end - lo])
 
-        samples = stream_samples(path, cfg, block_frames, on_block)
+        samples = stream_samples(path, cfg, block_frames, on_block, on_samples)
         while True:
             try:
                 block = next(samples)

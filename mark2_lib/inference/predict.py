@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
 from ..audio import segment_times
-from ..config import AudioConfig
+from ..config import MIN_SECONDS, SILENCE_DBFS, AudioConfig
 from ..errors import DataError
 from ..models import WaveformClassifier
 from ..run_folders import load_classifier
@@ -35,6 +36,7 @@ from .stream import BLOCK_FRAMES, stream_stretches
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
 CLIP_COLUMNS = ["path", "p_noise", "label", "n_segments", "error"]
 SEGMENT_COLUMNS = ["path", "segment", "start_s", "end_s", "p_noise", "label"]
+SILENT = "silent"  # the label of a file (and its segments) with nothing audible in it: no p_noise
 
 # ----------------------------------------------------------------------------- finding files
 
@@ -81,6 +83,8 @@ class _Clip:
     emb: list = field(default_factory=list)
     n_samples: int = 0
     error: str = ""
+    peak: float = 0.0     # largest |sample| of the mono mix at the run's rate
+    silent: bool = False  # the peak stayed below the silence level: no p_noise
 
 
 def _as_model(run_dir_or_model) -> WaveformClassifier | OnnxClassifier:
@@ -101,22 +105,31 @@ def _as_model(run_dir_or_model) -> WaveformClassifier | OnnxClassifier:
 
 
 def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool = False,
-                  progress: bool = True, threshold: float = 0.5,
-                  block_frames: int = BLOCK_FRAMES) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+                  progress: bool = True, threshold: float = 0.5, block_frames: int = BLOCK_FRAMES,
+                  min_seconds: float = MIN_SECONDS,
+                  silence_dbfs: float | None = SILENCE_DBFS) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Score audio files and folders (recursed) with a trained run, a WaveformClassifier or an ONNX export (see
     `_as_model`; an ONNX model runs each file's segments `batch_size` at a time, `OnnxClassifier.stream_file`).
 
     Returns (clips, segments): clips has one row per file with columns path, p_noise, label
-    ("clean" | "noise" at `threshold`), n_segments and error (empty when the file was scored;
+    ("clean" | "noise" at `threshold`, or "silent"), n_segments and error (empty when the file was scored;
     otherwise the message, with p_noise/label/n_segments empty). With `segments=True` the second
     frame has one row per segment: path, segment (0-based), start_s, end_s (clipped to the
     file's length, as `audio.segment_times`), p_noise, label; else it is None.
     `batch_size` counts segments per forward pass (windows from different files share batches).
+    What is not judged (config.py): a file shorter than `min_seconds` at the run's rate gets an error row
+    ("too short to judge"); a file whose peak stays below `silence_dbfs` dB full scale is scored but
+    labelled "silent", its p_noise (and its segments') left empty. `silence_dbfs=None` turns that off.
     """
     if batch_size < 1 or block_frames < 1:
         raise ValueError(f"batch_size={batch_size} and block_frames={block_frames} must be >= 1")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold} must be in [0, 1]")
+    if not 0.0 <= min_seconds < float("inf"):
+        raise ValueError(f"min_seconds={min_seconds} must be a finite number >= 0")
+    if silence_dbfs is not None and not -200.0 <= silence_dbfs <= 0.0:
+        raise ValueError(f"silence_dbfs={silence_dbfs} must be in [-200, 0] dB full scale, or None")
+    silence = None if silence_dbfs is None else 10.0 ** (silence_dbfs / 20.0)
     model = _as_model(run_dir_or_model)
     cfg = model.audio
     onnx = isinstance(model, OnnxClassifier)
@@ -160,14 +173,19 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     try:
         with torch.inference_mode():
             for clip in clips:
+                def on_samples(x, clip=clip):
+                    if len(x):
+                        clip.peak = max(clip.peak, float(np.abs(x).max()))
+
                 if not clip.error and onnx:
                     try:
-                        seg, scores, clip.n_samples = model.stream_file(clip.path, batch_size, block_frames, on_block)
+                        seg, scores, clip.n_samples = model.stream_file(clip.path, batch_size, block_frames, on_block,
+                                                                        on_samples)
                         clip.logits, clip.emb = list(torch.from_numpy(seg)), list(torch.from_numpy(scores))
                     except DataError as e:
                         clip.error = str(e)
                 elif not clip.error:
-                    stretches = stream_stretches(clip.path, cfg, block_frames, on_block)
+                    stretches = stream_stretches(clip.path, cfg, block_frames, on_block, on_samples)
                     try:
                         while True:
                             features = model.logmel.stretch(torch.from_numpy(next(stretches)))
@@ -180,6 +198,8 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
                     except DataError as e:
                         clip.error = str(e)
                         clip.logits, clip.emb = [], []
+                if not clip.error:
+                    _judge(clip, cfg.sample_rate, min_seconds, silence)
                 bar.update(1)
             flush(n_pending[0])
             clip_rows, seg_rows = [], []
@@ -195,10 +215,22 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     return clip_df, seg_df
 
 
+def _judge(clip: _Clip, sample_rate: int, min_seconds: float, silence: float | None) -> None:
+    """Mark a file that streamed without error as too short (an error) or silent (see predict_paths)."""
+    if clip.n_samples < min_seconds * sample_rate:
+        clip.error = (f"{clip.path}: too short to judge: {clip.n_samples / sample_rate:.3f} s of audio, under the "
+                      f"minimum of {min_seconds:g} s (min_seconds, predict --min-seconds)")
+        clip.logits, clip.emb = [], []
+    elif silence is not None and clip.peak < silence:
+        clip.silent = True
+
+
 def _clip_row(model: WaveformClassifier | OnnxClassifier, clip: _Clip, attention: bool, threshold: float) -> list:
     """One file's row of the clip table: its segment logits pooled by the model's own pooling, or its error."""
     if clip.error:
         return [str(clip.path), float("nan"), "", None, clip.error]
+    if clip.silent:
+        return [str(clip.path), float("nan"), SILENT, len(clip.logits), ""]
     seg_logits = torch.stack(clip.logits)[None]                       # [1, S, C]
     if isinstance(model, OnnxClassifier):                             # clip.emb holds the attention scores
         logits = model.pool(seg_logits[0], torch.stack(clip.emb))[None]
@@ -213,6 +245,8 @@ def _segment_rows(clip: _Clip, cfg: AudioConfig, threshold: float) -> list[list]
     """One scored file's rows of the segment table: times as `audio.segment_times` gives them, P(noise), label."""
     p = torch.softmax(torch.stack(clip.logits), dim=-1)[:, 1].tolist()
     times = segment_times(clip.n_samples, cfg)
+    if clip.silent:
+        return [[str(clip.path), i, round(t0, 6), round(t1, 6), float("nan"), SILENT] for i, (t0, t1) in enumerate(times)]
     return [[str(clip.path), i, round(t0, 6), round(t1, 6), pi, "noise" if pi >= threshold else "clean"]
             for i, ((t0, t1), pi) in enumerate(zip(times, p))]
 
@@ -238,8 +272,9 @@ def summary_text(clips: pd.DataFrame, max_errors: int = 10) -> str:
     """A few lines for the terminal: how many files were scored and failed, and the first errors."""
     failed = clips[clips["error"] != ""]
     ok = clips[clips["error"] == ""]
+    silent = f", {(ok['label'] == SILENT).sum()} silent" if (ok["label"] == SILENT).any() else ""
     lines = [f"{len(clips)} files: {len(ok)} scored ({(ok['label'] == 'noise').sum()} noise, "
-             f"{(ok['label'] == 'clean').sum()} clean), {len(failed)} failed"]
+             f"{(ok['label'] == 'clean').sum()} clean{silent}), {len(failed)} failed"]
     if clips.attrs.get("n_ignored"):
         lines.append(f"  ({clips.attrs['n_ignored']} files in the folders were not audio by extension "
                      f"and were left out)")

@@ -131,12 +131,13 @@ def open_audio(path: Path) -> sf.SoundFile:
     return f
 
 
-def stream_samples(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
+def stream_samples(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None, on_samples=None):
     """Yield one file's samples at the run's rate, mono float32, block by block (`block_frames` read at a
     time), in bounded memory however long the file. Returns (via StopIteration.value) their number.
 
     Raises DataError naming the file when it is missing, empty, truncated, not audio, or holds NaN/inf
-    samples. `on_block(seconds)` is called after each block with the seconds of audio it held.
+    samples. `on_block(seconds)` is called after each block with the seconds of audio it held, and
+    `on_samples(x)` with every piece of samples before it is yielded (e.g. to follow the peak level).
     """
     path = Path(path)
     n = 0
@@ -154,26 +155,30 @@ def stream_samples(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_
             x = block.mean(axis=1) if block.shape[1] > 1 else np.ascontiguousarray(block[:, 0])
             x = rs.push(x) if rs else x
             n += len(x)
+            if on_samples:
+                on_samples(x)
             yield x
             if on_block:
                 on_block(block.shape[0] / f.samplerate)
         if rs is not None:
             x = rs.finish()
             n += len(x)
+            if on_samples:
+                on_samples(x)
             yield x
     if n == 0:
         raise DataError(f"{path}: audio has 0 samples")
     return n
 
 
-def stream_stretches(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None):
+def stream_stretches(path, cfg: AudioConfig, block_frames: int = BLOCK_FRAMES, on_block=None, on_samples=None):
     """Yield one file's segment windows at the run's rate, in order, as `Segmenter` stretches (float32).
 
-    Reads the file as `stream_samples` does (bounded memory, the same errors and `on_block` calls).
+    Reads the file as `stream_samples` does (bounded memory, the same errors, `on_block` and `on_samples` calls).
     Returns (via StopIteration.value) the clip's length in samples at the run's rate.
     """
     seg = Segmenter(cfg)
-    samples = stream_samples(path, cfg, block_frames, on_block)
+    samples = stream_samples(path, cfg, block_frames, on_block, on_samples)
     while True:
         try:
             x = next(samples)

@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write
+from ..config import MIN_SECONDS, SILENCE_DBFS
 from ..data import write_soft_labels
 from ..dnsmos import fit_platt, platt, require_dnsmos
 from ..errors import DataError
 from .inputs import Item, read_inputs
 from .outputs import write_rows
-from .scorers import DnsmosSpec, StudentSpec, TeacherRunSpec, TorchScriptSpec
+from .scorers import StudentSpec, TeacherRunSpec
+from .teachers import DnsmosSpec, TorchScriptSpec
 from .shards import parts_dir, run_sharded
 
 TORCHSCRIPT_SUFFIXES = (".ts", ".pt")
@@ -43,7 +45,7 @@ def teacher_spec(teacher, *, segments: bool = False, cache_dir=None):
     if path.is_dir():
         return TeacherRunSpec(path, segments=segments)
     if path.is_file() and path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
-        from .scorers import load_torchscript
+        from .teachers import load_torchscript
 
         load_torchscript(path)  # DataError now, naming the file, rather than in every worker
         return TorchScriptSpec(path, segments=segments)
@@ -200,20 +202,22 @@ def predict_items(inputs, root=None) -> tuple[list[Item], int]:
 
 def predict_job(run_dir, inputs, out, *, root=None, segments: bool = False, engine: str = "local",
                 workers: int | None = None, shard_size: int = 64, ray_address: str | None = None,
-                batch_size: int = 64, threshold: float = 0.5, progress: bool = True,
-                keep_parts: bool = False) -> dict:
+                batch_size: int = 64, threshold: float = 0.5, min_seconds: float = MIN_SECONDS,
+                silence_dbfs: float | None = SILENCE_DBFS, progress: bool = True, keep_parts: bool = False) -> dict:
     """Score every input with the trained run `run_dir` (or its `.onnx` export), as `mark2 predict` does, to `out`.
 
     `.csv`: today's table (path, p_noise, label, n_segments, error; floats to 6 decimals); `.jsonl`: every
     input field, then clip_id and those columns. With `segments`, `<out stem>_segments.csv` beside it
-    (path, segment, start_s, end_s, p_noise, label). A file that fails has an error row, never none.
+    (path, segment, start_s, end_s, p_noise, label). A file that fails has an error row, never none;
+    one shorter than `min_seconds` too, and one quieter than `silence_dbfs` is labelled "silent"
+    (`inference.predict.predict_paths`).
     FileNotFoundError / ValueError for a bad run folder or option, before anything is scored.
 
     Returns {"written" (paths), "clips" (the clip table, as predict_paths returns it), "segments" (or
     None), "errors" (clip_id, source, error each)}.
     """
     from ..inference.onnx_model import OnnxClassifier, is_onnx_file
-    from ..inference.predict import CLIP_COLUMNS, SEGMENT_COLUMNS, segments_path, write_predictions
+    from ..inference.predict import CLIP_COLUMNS, SEGMENT_COLUMNS, SILENT, segments_path, write_predictions
     from ..run_folders import load_classifier
 
     out = _check_out(out)
@@ -227,7 +231,8 @@ def predict_job(run_dir, inputs, out, *, root=None, segments: bool = False, engi
         OnnxClassifier(run_dir)  # not ONNX, not a mark2 export, or no onnxruntime: fails here, not in every worker
     else:
         load_classifier(run_dir)  # a missing or broken run fails here, not in every worker
-    spec = StudentSpec(run_dir, batch_size=batch_size, segments=segments, threshold=threshold)
+    spec = StudentSpec(run_dir, batch_size=batch_size, segments=segments, threshold=threshold,
+                       min_seconds=min_seconds, silence_dbfs=silence_dbfs)
     items, n_ignored = predict_items(inputs, root=root)
     rows = _run(items, spec, out, engine, workers, shard_size, ray_address, progress, keep_parts)
     rows = [{**r, "path": item.shown or r["path"]} for r, item in zip(rows, items)]  # paths as the user gave them
@@ -236,7 +241,8 @@ def predict_job(run_dir, inputs, out, *, root=None, segments: bool = False, engi
     clips.attrs["n_ignored"] = n_ignored
     seg = None
     if segments:
-        seg = pd.DataFrame([[r["path"], i, t0, t1, p, "noise" if p >= threshold else "clean"]
+        seg = pd.DataFrame([[r["path"], i, t0, t1, float("nan") if p is None else p,
+                             SILENT if p is None else "noise" if p >= threshold else "clean"]
                             for r in rows if not r["error"] for i, (t0, t1, p) in enumerate(r["segments"])],
                            columns=SEGMENT_COLUMNS)
     if out.suffix.lower() == ".csv":

@@ -4,8 +4,7 @@ which turn a shard of `Item`s into one row of plain values per item, in order.
 
 - StudentSpec: a trained run (or its ONNX export), streamed by inference.predict: `mark2 predict`'s columns
 - TeacherRunSpec: a trained run as teacher: p_noise per clip and, with segments, per segment
-- TorchScriptSpec: a TorchScript teacher (waveform [B, samples] -> logits [B, 2], index 1 = noise)
-- DnsmosSpec: DNSMOS SIG, BAK, OVR per clip (and BAK per segment), through its content cache
+- in teachers.py, TorchScriptSpec (a TorchScript teacher) and DnsmosSpec (DNSMOS, through its content cache)
 
 Every row has clip_id, path and error ("" when scored); an item with `error`, or a file that cannot be
 read, gets a row with its message and empty (None) scores.
@@ -15,17 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 
-from ..audio import load_audio, segment_waveform
-from ..config import AudioConfig
-from ..errors import DataError
+from ..config import MIN_SECONDS, SILENCE_DBFS
 
 if TYPE_CHECKING:
     from .inputs import Item
@@ -33,7 +27,8 @@ if TYPE_CHECKING:
 RUN_FILES = ("config.json", "encoder.pt", "head.pt")
 
 
-def _abs(path) -> str:
+def absolute(path) -> str:
+    """`path` as an absolute path string (specs hold these, so that workers anywhere read the same file)."""
     return os.path.abspath(os.fspath(path))
 
 
@@ -49,11 +44,13 @@ def run_hash(run_dir) -> str:
     return h.hexdigest()
 
 
-def _key(**parts) -> str:
+def spec_key(**parts) -> str:
+    """A spec's key: its parts as canonical JSON."""
     return json.dumps(parts, sort_keys=True)
 
 
-def _error_row(item: Item, message: str, **empty) -> dict:
+def error_row(item: Item, message: str, **empty) -> dict:
+    """The row of an item that could not be scored: its message and the scorer's empty values."""
     return {"clip_id": item.clip_id, "path": item.path, **empty, "error": message}
 
 
@@ -69,20 +66,24 @@ class StudentSpec:
     batch_size: int = 64
     segments: bool = False
     threshold: float = 0.5
+    min_seconds: float = MIN_SECONDS         # shorter files get an error row (predict_paths)
+    silence_dbfs: float | None = SILENCE_DBFS  # quieter files are labelled "silent" (predict_paths)
 
     def __post_init__(self):
-        object.__setattr__(self, "run_dir", _abs(self.run_dir))
+        object.__setattr__(self, "run_dir", absolute(self.run_dir))
 
     @property
     def name(self) -> str:
         return f"student:{self.run_dir}"
 
     def key(self) -> str:
-        return _key(scorer="student", run_dir=self.run_dir, run_sha1=run_hash(self.run_dir),
-                    batch_size=self.batch_size, segments=self.segments, threshold=self.threshold)
+        return spec_key(scorer="student", run_dir=self.run_dir, run_sha1=run_hash(self.run_dir),
+                    batch_size=self.batch_size, segments=self.segments, threshold=self.threshold,
+                    min_seconds=self.min_seconds, silence_dbfs=self.silence_dbfs)
 
     def create(self) -> "RunScorer":
-        return RunScorer(self.run_dir, self.batch_size, self.segments, self.threshold, teacher=False)
+        return RunScorer(self.run_dir, self.batch_size, self.segments, self.threshold, teacher=False,
+                         min_seconds=self.min_seconds, silence_dbfs=self.silence_dbfs)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class TeacherRunSpec:
     batch_size: int = 64
 
     def __post_init__(self):
-        object.__setattr__(self, "run_dir", _abs(self.run_dir))
+        object.__setattr__(self, "run_dir", absolute(self.run_dir))
 
     @property
     def name(self) -> str:
@@ -106,7 +107,7 @@ class TeacherRunSpec:
         return Path(self.run_dir).name
 
     def key(self) -> str:
-        return _key(scorer="teacher-run", run_dir=self.run_dir, run_sha1=run_hash(self.run_dir),
+        return spec_key(scorer="teacher-run", run_dir=self.run_dir, run_sha1=run_hash(self.run_dir),
                     batch_size=self.batch_size, segments=self.segments)
 
     def create(self) -> "RunScorer":
@@ -115,21 +116,24 @@ class TeacherRunSpec:
 
 class RunScorer:
     """A run (or an ONNX export) loaded once; scores shards with `inference.predict.predict_paths` (streamed,
-    bounded memory)."""
+    bounded memory). As a teacher it scores every readable file: no minimum length, no "silent" label."""
 
-    def __init__(self, run_dir, batch_size: int, segments: bool, threshold: float, teacher: bool):
+    def __init__(self, run_dir, batch_size: int, segments: bool, threshold: float, teacher: bool,
+                 min_seconds: float = 0.0, silence_dbfs: float | None = None):
         from ..inference.onnx_model import OnnxClassifier, is_onnx_file
         from ..run_folders import load_classifier
 
         self.model = OnnxClassifier(run_dir) if is_onnx_file(run_dir) else load_classifier(run_dir)
         self.batch_size, self.segments, self.threshold, self.teacher = batch_size, segments, threshold, teacher
+        self.min_seconds, self.silence_dbfs = min_seconds, silence_dbfs
 
     def score(self, items: list[Item]) -> list[dict]:
         from ..inference.predict import predict_paths
 
         todo = list(dict.fromkeys(str(Path(it.path)) for it in items if not it.error and not Path(it.path).is_dir()))
         clips, segs = predict_paths(self.model, todo, batch_size=self.batch_size, segments=self.segments,
-                                    progress=False, threshold=self.threshold) if todo else (None, None)
+                                    progress=False, threshold=self.threshold, min_seconds=self.min_seconds,
+                                    silence_dbfs=self.silence_dbfs) if todo else (None, None)
         by_path = {} if clips is None else {r["path"]: r for r in clips.to_dict("records")}
         seg_by_path = {}
         if segs is not None:
@@ -142,12 +146,14 @@ class RunScorer:
         empty = ({"p_noise": None, "segment_p_noise": None} if self.teacher else
                  {"p_noise": None, "label": "", "n_segments": None, **({"segments": None} if self.segments else {})})
         if item.error:
-            return _error_row(item, item.error, **empty)
+            return error_row(item, item.error, **empty)
         if r is None:  # a folder given where a file was expected
-            return _error_row(item, f"{item.path}: is a folder, not an audio file", **empty)
+            return error_row(item, f"{item.path}: is a folder, not an audio file", **empty)
         if r["error"]:
-            return _error_row(item, r["error"], **empty)
+            return error_row(item, r["error"], **empty)
         p, segs = float(r["p_noise"]), seg_by_path.get(str(Path(item.path)))
+        if p != p:  # NaN: a "silent" file, whose p_noise (and its segments') is left empty
+            p, segs = None, [[a, b, None] for a, b, _ in segs or []]
         if self.teacher:
             seg_p = [s[2] for s in segs] if self.segments else None
             return {"clip_id": item.clip_id, "path": item.path, "p_noise": p, "segment_p_noise": seg_p, "error": ""}
@@ -156,140 +162,3 @@ class RunScorer:
         if self.segments:
             row["segments"] = segs or []
         return {**row, "error": ""}
-
-
-# ----------------------------------------------------------------------------- TorchScript teacher
-
-
-@dataclass(frozen=True)
-class TorchScriptSpec:
-    """A TorchScript teacher file: each clip scored whole and, with `segments`, window by window.
-
-    Audio is read at the module's `sample_rate` attribute (what `mark2 export` writes), else at
-    `audio.sample_rate`; segments follow `audio` (default: 1 s windows every 0.5 s)."""
-
-    path: str
-    segments: bool = False
-    audio: AudioConfig = field(default_factory=AudioConfig)
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", _abs(self.path))
-
-    @property
-    def name(self) -> str:
-        return f"torchscript:{self.path}"
-
-    @property
-    def teacher(self) -> str:
-        """The name soft_labels.csv gives this teacher: the file's stem."""
-        return Path(self.path).stem
-
-    def key(self) -> str:
-        with open(self.path, "rb") as f:
-            sha1 = hashlib.sha1(f.read()).hexdigest()
-        return _key(scorer="torchscript", path=self.path, sha1=sha1, segments=self.segments,
-                    audio=self.audio.to_dict())
-
-    def create(self) -> "TorchScriptScorer":
-        return TorchScriptScorer(self.path, self.segments, self.audio)
-
-
-def load_torchscript(path):
-    """torch.jit.load on the CPU, in eval mode; DataError naming the file when it is not TorchScript."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-            return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as e:
-        raise DataError(f"{path}: not a loadable TorchScript teacher ({e})") from None
-
-
-class TorchScriptScorer:
-    """A TorchScript teacher loaded once; p_noise per clip (and segment_p_noise) for each item."""
-
-    def __init__(self, path, segments: bool, audio: AudioConfig):
-        self.path, self.segments, self.module = path, segments, load_torchscript(path)
-        rate = getattr(self.module, "sample_rate", None)
-        self.audio = AudioConfig(**{**audio.to_dict(), "sample_rate": int(rate)}) if rate else audio
-
-    def score(self, items: list[Item]) -> list[dict]:
-        return [self._row(it) for it in items]
-
-    def _row(self, item: Item) -> dict:
-        empty = {"p_noise": None, "segment_p_noise": None}
-        if item.error:
-            return _error_row(item, item.error, **empty)
-        try:
-            wave = load_audio(item.path, self.audio.sample_rate)
-            with torch.no_grad():
-                logits = [self.module(wave[None])]
-                if self.segments:
-                    logits.append(self.module(segment_waveform(wave, self.audio)))
-            logits = torch.cat(logits)
-            if logits.ndim != 2 or logits.shape[-1] != 2 or not torch.isfinite(logits).all():
-                raise DataError(f"{self.path}: teacher output for {item.path} has shape {tuple(logits.shape)} "
-                                f"or non-finite values; expected finite logits [B, 2]")
-        except (DataError, OSError) as e:
-            return _error_row(item, str(e), **empty)
-        p = torch.softmax(logits.double(), dim=-1)[:, 1].tolist()
-        return {"clip_id": item.clip_id, "path": item.path, "p_noise": p[0],
-                "segment_p_noise": p[1:] if self.segments else None, "error": ""}
-
-
-# ----------------------------------------------------------------------------- DNSMOS
-
-
-@dataclass(frozen=True)
-class DnsmosSpec:
-    """DNSMOS P.835 per clip (sig, bak, ovr) and, with `segments`, BAK per `audio` segment (segment_bak).
-
-    Scores come from / go to the content cache under `<cache_dir>/dnsmos/` (shared with notebook 02),
-    so a rerun rescores nothing. Calibration (Platt) is not done here: it needs the whole train split."""
-
-    cache_dir: str
-    segments: bool = False
-    audio: AudioConfig = field(default_factory=AudioConfig)
-
-    def __post_init__(self):
-        object.__setattr__(self, "cache_dir", _abs(self.cache_dir))
-
-    name = "dnsmos"
-    teacher = "dnsmos"
-
-    def key(self) -> str:
-        from ..dnsmos import METHOD_VERSION
-
-        return _key(scorer="dnsmos", method_version=METHOD_VERSION, segments=self.segments,
-                    segment_seconds=self.audio.segment_seconds, hop_seconds=self.audio.hop_seconds)
-
-    def create(self) -> "DnsmosScorer":
-        return DnsmosScorer(self.cache_dir, self.segments, self.audio)
-
-
-class DnsmosScorer:
-    """DNSMOS through its content cache; the model (one thread, see mark2_lib.dnsmos) loads on first need."""
-
-    def __init__(self, cache_dir, segments: bool, audio: AudioConfig):
-        from ..dnsmos import DnsmosCache, require_dnsmos
-
-        require_dnsmos()
-        self.segments = segments
-        self.cache = DnsmosCache(cache_dir, audio)
-
-    def score(self, items: list[Item]) -> list[dict]:
-        return [self._row(it) for it in items]
-
-    def _row(self, item: Item) -> dict:
-        empty = {"sig": None, "bak": None, "ovr": None, "segment_bak": None, "cached": None}
-        if item.error:
-            return _error_row(item, item.error, **empty)
-        try:
-            entry, cached = self.cache.scores(item.path, self.segments)
-        except FileNotFoundError:
-            return _error_row(item, f"{item.path}: file not found", **empty)
-        except (DataError, OSError) as e:
-            return _error_row(item, str(e), **empty)
-        sig, bak, ovr = map(float, entry["clip"])
-        seg = [float(b) for b in np.asarray(entry["segments"], np.float64)] if self.segments else None
-        return {"clip_id": item.clip_id, "path": item.path, "sig": sig, "bak": bak, "ovr": ovr,
-                "segment_bak": seg, "cached": bool(cached), "error": ""}
