@@ -144,7 +144,7 @@ def report(times: dict, audio_h: dict, n_files: dict, ray_start: float, args) ->
         rate = audio_h[name] / seconds
         core_h = 1000 / rate / 3600 * workers
         print(f"{name:<8}{engine:<8}{workers:>8}{n_files[name]:>7}{audio_h[name]:>9.4f}{seconds:>9.2f}"
-              f"{rate:>11.3g}{rate * 3600:>12.1f}x{core_h:>18.2f}")
+              f"{rate:>11.6f}{rate * 3600:>12.1f}x{core_h:>18.2f}")
     print(f"\nRay start (local, 2 CPUs, once, not in the rows above): {ray_start:.1f} s")
     print("goals (2 cores):")
     if ("dnsmos", "local", 1) in times:
