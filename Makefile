@@ -20,7 +20,7 @@ help:
 	@echo "make lab        open JupyterLab in the project's environment"
 	@echo "make bench      run the benchmarks in benchmarks/"
 	@echo "make setup-dnsmos / setup-scale  the optional DNSMOS teacher / Ray engine extras"
-	@echo "make data-real  build the real-speech corpus from Debian packages -> data/real/clips/"
+	@echo "make data-real  build the real-speech corpus from Debian packages (screened, + transfer set) -> data/real/clips/"
 	@echo "make workbook-real  notebooks 01-05 on the real corpus with the DNSMOS teacher -> runs/executed-real/"
 
 # Create the venv and install the pinned dependencies once; re-runs only when
@@ -61,10 +61,15 @@ $(SCALE_STAMP): $(STAMP)
 
 setup-scale: $(SCALE_STAMP)
 
-# Real recordings: apt-get download + dpkg-deb -x of four Debian packages (no root), mixed into clips.
-REAL_CLIPS ?= 480
-data-real: setup
-	@$(PY) -m mark2_lib make-real-data --out data/real --n-clips $(REAL_CLIPS)
+# Real recordings: apt-get download + dpkg-deb -x of nine Debian packages (no root); the sources are
+# screened (signal checks + DNSMOS, hence the dnsmos extra) and mixed into REAL_CLIPS labelled clips plus
+# an unlabelled transfer set of REAL_TRANSFER x the labelled train split, from train speakers only.
+REAL_CLIPS ?= 600
+REAL_TRANSFER ?= 5
+REAL_SPEAKER_SECONDS ?= 30
+data-real: setup-dnsmos
+	@$(PY) -m mark2_lib make-real-data --out data/real --n-clips $(REAL_CLIPS) --transfer-factor $(REAL_TRANSFER) \
+	  --speaker-seconds $(REAL_SPEAKER_SECONDS)
 
 # Notebooks 01-05 on data/real/clips with DNSMOS as the teacher; runs go to runs/real/, leaving the
 # default workbook's runs alone. DNSMOS scores whole clips here: per-segment scores would cost 3 more
