@@ -20,7 +20,7 @@ help:
 	@echo "make lab        open JupyterLab in the project's environment"
 	@echo "make bench      run the benchmarks in benchmarks/"
 	@echo "make setup-dnsmos / setup-scale / setup-onnx  the optional DNSMOS teacher / Ray engine / ONNX export extras"
-	@echo "make data-real  build the real-speech corpus from Debian packages -> data/real/clips/"
+	@echo "make data-real  build the real-speech corpus from Debian packages (screened, + transfer set) -> data/real/clips/"
 	@echo "make workbook-real  notebooks 01-05 on the real corpus with the DNSMOS teacher -> runs/executed-real/"
 
 # Create the venv and install the pinned dependencies once; re-runs only when
@@ -70,10 +70,14 @@ $(ONNX_STAMP): $(STAMP)
 
 setup-onnx: $(ONNX_STAMP)
 
-# Real recordings: apt-get download + dpkg-deb -x of four Debian packages (no root), mixed into clips.
-REAL_CLIPS ?= 480
-data-real: setup
-	@$(PY) -m mark2_lib make-real-data --out data/real --n-clips $(REAL_CLIPS)
+# Real recordings: apt-get download + dpkg-deb -x of nine Debian packages (no root); the sources are
+# screened (signal checks + DNSMOS, hence the dnsmos extra) and mixed into labelled clips plus an
+# unlabelled transfer set from train speakers only. Sizes default to config.py's REAL_*; override with
+# REAL_CLIPS=..., REAL_TRANSFER=... (x the labelled train split), REAL_SPEAKER_SECONDS=... (screened per speaker).
+REAL_ARGS := $(if $(REAL_CLIPS),--n-clips $(REAL_CLIPS)) $(if $(REAL_TRANSFER),--transfer-factor $(REAL_TRANSFER)) \
+	$(if $(REAL_SPEAKER_SECONDS),--speaker-seconds $(REAL_SPEAKER_SECONDS))
+data-real: setup-dnsmos
+	@$(PY) -m mark2_lib make-real-data --out data/real $(REAL_ARGS)
 
 # Notebooks 01-05 on data/real/clips with DNSMOS as the teacher; runs go to runs/real/, leaving the
 # default workbook's runs alone. DNSMOS scores whole clips here: per-segment scores would cost 3 more

@@ -27,11 +27,15 @@ def _make_real_data(args) -> int:
 
     try:
         out = build_real_corpus(resolve(args.out), n_clips=args.n_clips, seed=args.seed,
-                                clip_seconds=args.clip_seconds)
+                                clip_seconds=args.clip_seconds, transfer_factor=args.transfer_factor,
+                                speaker_seconds=args.speaker_seconds,
+                                cache_dir=resolve(args.cache_dir) if args.cache_dir else None,
+                                use_dnsmos=False if args.no_dnsmos else None, engine=args.engine, workers=args.workers)
     except CorpusError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"real-speech corpus: {out} (sources and licences in {out / 'SOURCES.md'})")
+    print(f"real-speech corpus: {out} (sources, verdicts and licences in {out / 'sources.csv'} and "
+          f"{out / 'SOURCES.md'})")
     return 0
 
 
@@ -162,6 +166,7 @@ def _export(args) -> int:
 def main(argv=None) -> int:
     """Parse `argv` (default: the command line) and run its subcommand; returns the exit status."""
     from .paths import DEFAULT_DATA, DEFAULT_TEACHER_POOL
+    from .config import REAL_N_CLIPS, REAL_SPEAKER_SECONDS, REAL_TRANSFER_FACTOR
 
     parser = argparse.ArgumentParser(prog="python -m mark2_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,9 +181,18 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("make-real-data", help="build the real-speech corpus from Debian packages (apt-get download)")
     p.add_argument("--out", default="data/real", help="folder: packages/ and clips/ go here")
-    p.add_argument("--n-clips", type=int, default=480, help="clips to mix")
+    p.add_argument("--n-clips", type=int, default=REAL_N_CLIPS, help="labelled clips to mix (half train)")
+    p.add_argument("--transfer-factor", type=float, default=REAL_TRANSFER_FACTOR,
+                   help="unlabelled train clips (transfer set) as a multiple of the labelled train split; 0: none")
+    p.add_argument("--speaker-seconds", type=float, default=REAL_SPEAKER_SECONDS,
+                   help="seconds of source speech screened per speaker group")
     p.add_argument("--seed", type=int, default=0, help="mixing seed")
     p.add_argument("--clip-seconds", type=float, default=2.0, help="length of each clip")
+    p.add_argument("--cache-dir", default=None, help="DNSMOS score cache (default data/cache, as notebook 02)")
+    p.add_argument("--no-dnsmos", action="store_true", help="screen with signal checks and a blind SNR only")
+    p.add_argument("--engine", default="local", choices=("serial", "local", "ray"),
+                   help="where DNSMOS scores the sources (local: a process per core)")
+    p.add_argument("--workers", type=int, default=None, help="processes (local) or actors (ray); default: cores")
     p.set_defaults(func=_make_real_data)
 
     p = sub.add_parser("run-notebooks", help="execute the numbered notebooks with papermill")

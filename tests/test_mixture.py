@@ -143,18 +143,9 @@ def test_read_recording_mixes_to_mono_and_resamples(tmp_path):
     assert np.array_equal(x, resample_poly(mono, 320, 441))  # 22050 -> 16000 Hz
 
 
-def test_corpus_speaker_rules_and_licences(tmp_path):
-    from mark2_lib.builders import corpus
+def test_copyright_licences(tmp_path):
+    from mark2_lib.builders import packages as corpus
 
-    assert corpus.speaker_of("klettres-data", Path("usr/share/klettres/pt_BR/syllab/fi.ogg")) == "klettres/pt_BR"
-    assert corpus.speaker_of("kajongg", Path("usr/share/kajongg/voices/de/male1/b1.ogg")) == "kajongg/male1"
-    assert corpus.speaker_of("kajongg", Path("usr/share/kajongg/voices/male1/b1.ogg")) == "kajongg/male1"
-    sound = Path("usr/share/games/fillets-ng/sound")
-    assert corpus.speaker_of("fillets-ng-data-cs", sound / "barrel/cs/bar-m-barel.ogg") == "fillets/m"
-    assert corpus.speaker_of("fillets-ng-data-cs", sound / "hole/cs/l-dejte1.ogg") == "fillets/hole"
-    assert corpus.speaker_of("fillets-ng-data-cs", sound / "x/cs/x-4-a.ogg") == "fillets/x"
-    with pytest.raises(ValueError, match="no speaker rule"):
-        corpus.speaker_of("other", Path("a.ogg"))
     dep5 = tmp_path / "copyright"
     dep5.write_text("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
                     "Files: *\nCopyright: 2016 Someone\nLicense: MIT\n\n"
@@ -169,8 +160,25 @@ def test_corpus_speaker_rules_and_licences(tmp_path):
 
 
 def test_corpus_without_apt_gives_a_clear_error(tmp_path, monkeypatch):
-    from mark2_lib.builders import corpus
+    from mark2_lib.builders import packages as corpus
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get on PATH
     with pytest.raises(CorpusError, match="apt-get.*not found"):
         corpus.fetch_packages(tmp_path / "pkgs", packages=["kajongg"], progress=False)
+
+
+def test_transfer_clips_leave_the_labelled_clips_unchanged(tmp_path, sources):
+    clean, speakers, noise = sources
+    kw = dict(seed=4, n_clips=20, clip_seconds=1.0, speakers=speakers, progress=False)
+    plain = mixtures.make_mixture_dataset(clean, noise, tmp_path / "plain", **kw)
+    both = mixtures.make_mixture_dataset(clean, noise, tmp_path / "both", n_transfer=12, **kw)
+    labels = read_rows(both / "labels.csv")
+    assert labels[:20] == read_rows(plain / "labels.csv")
+    assert all((plain / r["path"]).read_bytes() == (both / r["path"]).read_bytes() for r in labels[:20])
+    transfer = labels[20:]
+    assert len(transfer) == 12 and {r["label"] for r in transfer} == {""} and {r["split"] for r in transfer} == {"train"}
+    train = {r["speaker"] for r in read_rows(both / "truth.csv")[:20] if r["split"] == "train"}
+    split_of = mixtures.split_groups(speakers, 4)
+    assert all(split_of[r["speaker"]] == "train" for r in read_rows(both / "truth.csv")[20:]) and train
+    again = mixtures.make_mixture_dataset(clean, noise, tmp_path / "both", n_transfer=12, **kw)  # complete: reused
+    assert again == both and len(read_rows(again / "labels.csv")) == 32

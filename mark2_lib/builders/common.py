@@ -53,7 +53,7 @@ def is_built(out_dir: Path, params: dict, params_file: str) -> bool:
             paths = [row["path"] for row in csv.DictReader(f)]
     except (OSError, ValueError, KeyError):
         return False
-    return (out_dir / "truth.csv").is_file() and len(paths) == params["n_clips"] and all(
+    return (out_dir / "truth.csv").is_file() and len(paths) == params["n_clips"] + params.get("n_transfer", 0) and all(
         (out_dir / p).is_file() for p in paths)
 
 

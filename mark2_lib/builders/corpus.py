@@ -1,167 +1,107 @@
-"""A real-speech corpus from Debian packages: fetch them, find the recordings, record licences, mix the clips.
+"""A real-speech corpus from Debian packages: fetch them, screen the recordings, record sources and
+licences, and mix labelled clips plus an unlabelled transfer set.
 
-`make data-real` runs `build_real_corpus`: `apt-get download` + `dpkg-deb -x` put four packages
-under `data/real/packages/` (no root, no install; only apt's package lists are needed), and
-`mixtures.make_mixture_dataset` mixes their speech with their noise into `data/real/clips/`.
-Speakers are grouped as documented in data/README.md, so train, val and test never share a voice.
+`make data-real` runs `build_real_corpus`: `packages.fetch_packages` puts the packages under
+`data/real/packages/` (no root, no install), `sources.candidate_sources` finds their speech and speaker
+groups, `screening.screen_sources` keeps only clean recordings (signal checks and DNSMOS), and
+`mixtures.make_mixture_dataset` mixes them with noise into `data/real/clips/`. Beside the clips,
+`sources.csv` holds every file's verdict and reason and `SOURCES.md` the packages' versions,
+licences and a screening summary. Speakers are grouped as documented in data/README.md, so train,
+val and test never share a voice; the transfer set uses train speakers only.
 """
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
+import math
 from pathlib import Path
 
+from ..config import REAL_CLIP_SHARES, REAL_N_CLIPS, REAL_SPEAKER_SECONDS, REAL_TRANSFER_FACTOR
 from ..errors import CorpusError
+from ..jobs.score import DEFAULT_CACHE
+from ..paths import resolve
+from .common import deal_splits, write_csv
 from .mixtures import make_mixture_dataset
+from .packages import fetch_packages, write_licences
+from .screening import screen_sources
+from .sources import NOISE_PACKAGE, SOURCE_COLUMNS, SPEECH_PACKAGES, candidate_sources, noise_recordings
 
-CLEAN_PACKAGES = ("klettres-data", "fillets-ng-data-cs", "kajongg")
-NOISE_PACKAGE = "sonic-pi-samples"
-PACKAGES = CLEAN_PACKAGES + (NOISE_PACKAGE,)
-# sonic-pi-samples: hiss, hums, ambience and machine loops (no music), each with the annotator class it sounds like
-NOISE_SAMPLES = {
-    "vinyl_hiss": "white", "ambi_glass_hum": "hum", "ambi_haunted_hum": "hum", "ambi_soft_buzz": "hum",
-    "ambi_drone": "fan", "ambi_lunar_land": "fan", "ambi_dark_woosh": "fan", "ambi_sauna": "fan",
-    "loop_3d_printer": "fan", "loop_industrial": "clicks", "loop_electric": "clicks",
-}
-AUDIO_SUFFIXES = (".ogg", ".flac", ".wav")
-_STAMP = ".extracted"
+PACKAGES = tuple(SPEECH_PACKAGES) + (NOISE_PACKAGE,)
+MEASURE_COLUMNS = ["level_dbfs", "peak_dbfs", "clipped_share", "stnr_db", "sig", "bak"]
+USED_STATUSES = ("candidate", "clean", "rejected")  # rows that were (or are to be) screened
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
-    """Run a command; a failure raises CorpusError with its output."""
-    try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise CorpusError(f"`{cmd[0]}` not found: building the real corpus needs Debian/Ubuntu's apt-get "
-                          "and dpkg-deb") from None
-    if done.returncode != 0:
-        raise CorpusError(f"`{' '.join(cmd)}` failed ({done.returncode}): {(done.stderr or done.stdout).strip()}\n"
-                          "if apt cannot find the package, refresh its lists with `apt-get update`")
-    return done.stdout
+def transfer_size(n_clips: int, factor: float, clip_shares=REAL_CLIP_SHARES) -> int:
+    """Clips of the transfer set: `factor` times the labelled train split of `n_clips` clips."""
+    return int(round(factor * deal_splits(int(n_clips), clip_shares, at_least=0).count("train")))
 
 
-def fetch_packages(dest, packages=PACKAGES, progress: bool = True) -> dict[str, Path]:
-    """`apt-get download` each package into `dest` and unpack it with `dpkg-deb -x`; reuses finished ones.
+def write_sources_csv(path, rows: list[dict], screening: str) -> Path:
+    """sources.csv: one row per audio file of the speech packages (SOURCE_COLUMNS, measures, screening)."""
+    def cell(v):
+        return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.4g}" if isinstance(v, float) else v)
 
-    Returns {package: folder it was unpacked into}.
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for pkg in packages:
-        root = dest / pkg
-        if not (root / _STAMP).exists():
-            for old in dest.glob(f"{pkg}_*.deb"):
-                old.unlink()
-            if progress:
-                print(f"apt-get download {pkg}", flush=True)
-            _run(["apt-get", "download", pkg], dest)
-            debs = sorted(dest.glob(f"{pkg}_*.deb"))
-            if not debs:
-                raise CorpusError(f"apt-get download {pkg} left no {pkg}_*.deb in {dest}")
-            shutil.rmtree(root, ignore_errors=True)
-            _run(["dpkg-deb", "-x", str(debs[-1]), str(root)], dest)
-            version = _run(["dpkg-deb", "-f", str(debs[-1]), "Version"], dest).strip()
-            (root / _STAMP).write_text(f"{pkg} {version}\n")
-        out[pkg] = root
-    return out
+    return write_csv(path, SOURCE_COLUMNS + MEASURE_COLUMNS + ["screening"],
+                     [[cell(r.get(c, math.nan)) for c in SOURCE_COLUMNS + MEASURE_COLUMNS]
+                      + [screening if r["status"] in USED_STATUSES else ""] for r in rows])
 
 
-def package_version(root) -> str:
-    """The Debian version of an unpacked package."""
-    return (Path(root) / _STAMP).read_text().split()[1]
+def summary(rows: list[dict]) -> list[dict]:
+    """Per package and in all: screened files, minutes and speaker groups, and mean DNSMOS BAK, before
+    (all screened files) and after screening (the clean ones)."""
+    def stats(rs):
+        screened = [r for r in rs if r["status"] in USED_STATUSES]
+        clean = [r for r in screened if r["status"] == "clean"]
+        mean_bak = lambda g: (sum(r["bak"] for r in g if r["bak"] == r["bak"]) /  # noqa: E731
+                              max(sum(r["bak"] == r["bak"] for r in g), 1)) if g else math.nan
+        return {"files": len(screened), "minutes": sum(r["seconds"] for r in screened if r["seconds"] == r["seconds"]) / 60,
+                "speakers": len({r["speaker"] for r in screened}), "bak": mean_bak(screened),
+                "clean_files": len(clean), "clean_minutes": sum(r["seconds"] for r in clean) / 60,
+                "clean_speakers": len({r["speaker"] for r in clean}), "clean_bak": mean_bak(clean)}
+
+    packages = sorted({r["package"] for r in rows})
+    return [{"package": p, **stats([r for r in rows if r["package"] == p])} for p in packages] + \
+        [{"package": "all", **stats(rows)}]
 
 
-def _audio(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+def summary_markdown(table: list[dict], screening: str) -> str:
+    """The screening summary as a markdown table (goes into SOURCES.md and is printed)."""
+    lines = [f"## Screening of the dry sources ({screening})", "",
+             "| package | files | minutes | speaker groups | mean BAK | clean files | clean minutes | clean groups "
+             "| mean BAK (clean) |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['package']} | {t['files']} | {t['minutes']:.1f} | {t['speakers']} | {t['bak']:.2f} "
+                     f"| {t['clean_files']} | {t['clean_minutes']:.1f} | {t['clean_speakers']} | {t['clean_bak']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
-def speaker_of(package: str, path: Path) -> str:
-    """The speaker group of one recording (see data/README.md for the rules)."""
-    parts = path.parts
-    if package == "klettres-data":  # usr/share/klettres/<language>/{alpha,syllab}/X.ogg: one speaker per language
-        return f"klettres/{parts[parts.index('klettres') + 1]}"
-    if package == "kajongg":  # usr/share/kajongg/voices/[de/]<voice>/X.ogg: a voice is one speaker in any language
-        return f"kajongg/{path.parent.name}"
-    if package == "fillets-ng-data-cs":  # sound/<level>/cs/<lvl>-<character>-<line>.ogg
-        tokens = path.stem.split("-")
-        level = parts[parts.index("sound") + 1]
-        character = tokens[1] if len(tokens) >= 3 and tokens[1].isalpha() else ""
-        return f"fillets/{character}" if character else f"fillets/{level}"
-    raise ValueError(f"no speaker rule for package {package!r}")
+def build_real_corpus(out_dir="data/real", n_clips: int = REAL_N_CLIPS, seed: int = 0, clip_seconds: float = 2.0,
+                      transfer_factor: float = REAL_TRANSFER_FACTOR, speaker_seconds: float = REAL_SPEAKER_SECONDS,
+                      cache_dir=None, use_dnsmos: bool | None = None, engine: str = "local",
+                      workers: int | None = None, packages=PACKAGES, progress: bool = True) -> Path:
+    """Fetch the packages into `out_dir/packages/`, screen their speech, and mix `n_clips` labelled clips
+    plus `transfer_factor` x the labelled train split of unlabelled train clips into `out_dir/clips/`.
 
-
-def clean_recordings(roots: dict[str, Path]) -> tuple[list[str], list[str]]:
-    """(files, speakers) of the speech recordings of CLEAN_PACKAGES."""
-    where = {"klettres-data": "usr/share/klettres", "kajongg": "usr/share/kajongg/voices",
-             "fillets-ng-data-cs": "usr/share/games/fillets-ng/sound"}
-    files, speakers = [], []
-    for pkg in CLEAN_PACKAGES:
-        found = _audio(Path(roots[pkg]) / where[pkg])
-        if not found:
-            raise CorpusError(f"{pkg}: no recordings under {where[pkg]}")
-        files += [str(p) for p in found]
-        speakers += [speaker_of(pkg, p.relative_to(roots[pkg])) for p in found]
-    return files, speakers
-
-
-def noise_recordings(roots: dict[str, Path]) -> dict[str, str]:
-    """{file: annotator class} of the chosen sonic-pi-samples noises."""
-    folder = Path(roots[NOISE_PACKAGE]) / "usr/share/sonic-pi/samples"
-    out = {str(folder / f"{name}.flac"): cls for name, cls in NOISE_SAMPLES.items()}
-    missing = [f for f in out if not Path(f).is_file()]
-    if missing:
-        raise CorpusError(f"{NOISE_PACKAGE}: missing {missing}")
-    return out
-
-
-def copyright_licences(copyright_file, files=None) -> list[str]:
-    """The licences a Debian copyright file names: every `License:` (or GPL notice), or those of `files`."""
-    text = Path(copyright_file).read_text(errors="replace")
-    stanzas = [s for s in re.split(r"\n\s*\n", text) if s.strip()]
-    if files is not None and any(s.startswith("Files:") for s in stanzas):  # machine-readable (DEP-5)
-        out = []
-        for f in files:
-            hits = [s for s in stanzas if re.search(rf"^Files:.*\b{re.escape(f)}\b", s, re.M)]
-            default = [s for s in stanzas if re.match(r"Files:\s*\*\s*$", s.splitlines()[0])]
-            s = (hits or default or [""])[0]
-            lic = re.search(r"^License:\s*(\S.*)$", s, re.M)
-            who = re.search(r"^Copyright:\s*(\S.*)$", s, re.M)
-            out.append(f"{f}: {lic.group(1) if lic else 'unknown'}" + (f" ({who.group(1)})" if who else ""))
-        return out
-    found = sorted(set(re.findall(r"^License:\s*(\S+)", text, re.M)))
-    if "GNU General Public License" in text and not found:
-        version = re.search(r"GNU General Public License[^.]*?version (\d)", text.replace("\n", " "))
-        found = [f"GPL-{version.group(1) if version else '?'}"]
-    return found
-
-
-def write_sources(out_dir, roots: dict[str, Path]) -> Path:
-    """SOURCES.md beside the clips: package, version, licences, and each package's copyright file copied."""
+    `speaker_seconds`: seconds of candidate speech screened per speaker group. `cache_dir`: the DNSMOS
+    content cache (default data/cache in the repository, shared with notebook 02). `use_dnsmos`:
+    None screens with DNSMOS when the extra is installed. `engine`/`workers`: as the corpus jobs."""
     out_dir = Path(out_dir)
-    (out_dir / "licenses").mkdir(parents=True, exist_ok=True)
-    lines = ["# Sources of the real corpus", "",
-             "| package | version | licences | copyright file |", "|---|---|---|---|"]
-    for pkg, root in roots.items():
-        cp = Path(root) / "usr/share/doc" / pkg / "copyright"
-        shutil.copyfile(cp, out_dir / "licenses" / f"{pkg}.copyright")
-        names = [Path(f).name for f in noise_recordings(roots)] if pkg == NOISE_PACKAGE else None
-        lic = copyright_licences(cp, names)
-        cell = "<br>".join(lic) if names else ", ".join(lic)
-        lines.append(f"| {pkg} | {package_version(root)} | {cell} | licenses/{pkg}.copyright |")
-    path = out_dir / "SOURCES.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def build_real_corpus(out_dir="data/real", n_clips: int = 480, seed: int = 0, clip_seconds: float = 2.0,
-                      progress: bool = True) -> Path:
-    """Fetch the packages into `out_dir/packages/` and mix `n_clips` labelled clips into `out_dir/clips/`."""
-    out_dir = Path(out_dir)
-    roots = fetch_packages(out_dir / "packages", progress=progress)
-    files, speakers = clean_recordings(roots)
-    clips = make_mixture_dataset(files, noise_recordings(roots), out_dir / "clips", seed=seed, n_clips=n_clips,
-                                 clip_seconds=clip_seconds, speakers=speakers, progress=progress)
-    write_sources(clips, roots)
+    cache_dir = Path(cache_dir) if cache_dir is not None else resolve(DEFAULT_CACHE)
+    roots = fetch_packages(out_dir / "packages", packages, progress=progress)
+    if NOISE_PACKAGE not in roots:
+        raise CorpusError(f"the corpus needs its noise package {NOISE_PACKAGE}")
+    rows = candidate_sources(roots, speaker_seconds)
+    screening = screen_sources(rows, cache_dir, use_dnsmos=use_dnsmos, engine=engine, workers=workers,
+                               progress=progress)
+    clean = [r for r in rows if r["status"] == "clean"]
+    if len({r["speaker"] for r in clean}) < 3:
+        raise CorpusError(f"screening left {len(clean)} clean file(s) of fewer than 3 speaker groups")
+    clips = make_mixture_dataset([r["path"] for r in clean], noise_recordings(roots), out_dir / "clips", seed=seed,
+                                 n_clips=n_clips, clip_seconds=clip_seconds, speakers=[r["speaker"] for r in clean],
+                                 n_transfer=transfer_size(n_clips, transfer_factor), clip_shares=REAL_CLIP_SHARES,
+                                 progress=progress)
+    write_sources_csv(clips / "sources.csv", rows, screening)
+    table = summary(rows)
+    per_file = {NOISE_PACKAGE: [Path(f).name for f in noise_recordings(roots)]}
+    write_licences(clips, roots, per_file, extra=summary_markdown(table, screening))
+    if progress:
+        print(summary_markdown(table, screening))
     return clips

@@ -103,25 +103,56 @@ def _recorded_noise(rng, path, n: int, load) -> np.ndarray:
     return np.resize(np.roll(x, -start), n)
 
 
+def _mix_clip(rng, speaker: str, others: list, by_speaker: dict, noise: dict, rel: dict, n: int, sr: int, load,
+              snr_range, synthetic_noises, babble: bool):
+    """One clip of `speaker` (babble from `others`): (waveform, files used, noise type, noise source, snr, p_noise)."""
+    clean, used = _talker(rng, by_speaker[speaker], n, sr, load)
+    clean = add_mic_floor(rng, clean)
+    kinds = [(k, p) for k, p in NOISE_KINDS if (k != "recorded" or noise)
+             and (k != "synthetic" or synthetic_noises) and (k != "babble" or (babble and len(others) >= 3))]
+    noise_type, noise_src, snr = "none", "", math.nan
+    if kinds and rng.random() >= P_NO_NOISE:
+        kind = kinds[rng.choice(len(kinds), p=np.array([p for _, p in kinds]) / sum(p for _, p in kinds))][0]
+        if kind == "recorded":
+            path = sorted(noise, key=rel.get)[rng.integers(len(noise))]
+            noise_type, noise_src, sig = noise[path], rel[path], _recorded_noise(rng, path, n, load)
+        elif kind == "synthetic":
+            noise_type = noise_src = synthetic_noises[rng.integers(len(synthetic_noises))]
+            sig = NOISES[noise_type](rng, n, sr)
+        else:
+            talkers = [others[j] for j in rng.choice(len(others), size=min(int(rng.integers(4, 7)), len(others)),
+                                                     replace=False)]
+            sig = sum(db_to_gain(rng.uniform(-6, 0)) * _talker(rng, by_speaker[t], n, sr, load)[0] for t in talkers)
+            noise_type, noise_src = "babble", "+".join(talkers)
+        snr = round(float(rng.uniform(*snr_range)), 2)
+        clean = mix_at_snr(clean, sig, snr)
+    return clean, used, noise_type, noise_src, snr, annotator_p_noise(noise_type, snr)
+
+
 def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_DB, seed: int = 0,
                          n_clips: int = 480, clip_seconds: float = 2.0, sample_rate: int = 16000,
                          speakers=None, synthetic_noises=SYNTHETIC_NOISES, babble: bool = True,
-                         progress: bool = True) -> Path:
+                         progress: bool = True, n_transfer: int = 0, clip_shares=MIXTURE_SPLIT_SHARES) -> Path:
     """Mix clean recordings with noise at drawn SNRs, label them with the annotator model, split by speaker.
 
     `clean_files`: audio paths; `speakers` (same length) names each file's speaker, else every file is
     its own group. `noise_files`: paths, or a mapping path -> annotator noise class (one of NOISE_TYPES;
     default "fan"). A noisy clip's noise is a recording, a synthetic noise or babble of 4-6 other
-    speakers of the same split. Train, val and test never share a speaker. Writes audio/*.wav,
-    labels.csv, truth.csv and mixture.json; clip i depends only on (seed, i) and the inputs.
+    speakers of the same split. Train, val and test never share a speaker. `clip_shares` deals the
+    `n_clips` labelled clips to val and test (the rest to train). `n_transfer` more clips, mixed the
+    same way from the train speakers only, form a transfer set: split train, no label in labels.csv
+    (truth.csv keeps their noise, SNR and p_noise_annotator). Writes audio/*.wav, labels.csv, truth.csv
+    and mixture.json; clip i depends only on (seed, i) and the inputs.
     """
     out_dir, clean_files = Path(out_dir), [str(f) for f in clean_files]
     noise = dict(noise_files) if isinstance(noise_files, dict) else {f: "fan" for f in noise_files}
     noise = {str(f): c for f, c in noise.items()}
     speakers = None if speakers is None else [str(s) for s in speakers]
     lo, hi = (float(v) for v in snr_range)
-    if not (int(n_clips) >= 1 and int(seed) >= 0 and clip_seconds > 0 and int(sample_rate) >= 8000 and lo <= hi):
-        raise ValueError("need n_clips >= 1, seed >= 0, clip_seconds > 0, sample_rate >= 8000 and snr_range (lo, hi)")
+    if not (int(n_clips) >= 1 and int(seed) >= 0 and clip_seconds > 0 and int(sample_rate) >= 8000 and lo <= hi
+            and int(n_transfer) >= 0):
+        raise ValueError("need n_clips >= 1, n_transfer >= 0, seed >= 0, clip_seconds > 0, sample_rate >= 8000 "
+                         "and snr_range (lo, hi)")
     if not clean_files or (speakers is not None and len(speakers) != len(clean_files)):
         raise ValueError(f"need clean files and one speaker per file ({len(clean_files)} files, "
                          f"{len(speakers or [])} speakers)")
@@ -136,6 +167,8 @@ def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_
               "clip_seconds": float(clip_seconds), "sample_rate": int(sample_rate), "snr_range": [lo, hi],
               "synthetic_noises": list(synthetic_noises), "babble": bool(babble),
               "inputs": hashlib.sha1(json.dumps(inputs).encode()).hexdigest()}
+    if int(n_transfer) or tuple(map(tuple, clip_shares)) != MIXTURE_SPLIT_SHARES:
+        params.update(n_transfer=int(n_transfer), clip_shares=[list(s) for s in clip_shares])
     if is_built(out_dir, params, MIXTURE_PARAMS_FILE):
         return out_dir
     start_build(out_dir, MIXTURE_MARKER, "mark2_lib.builders.mixtures.make_mixture_dataset", MIXTURE_PARAMS_FILE)
@@ -144,42 +177,23 @@ def make_mixture_dataset(clean_files, noise_files, out_dir, snr_range=SNR_RANGE_
     for f, s in sorted(zip(clean_files, speakers), key=lambda fs: (rel[fs[0]], fs[1])):
         by_speaker.setdefault(s, []).append(f)
     in_split = {sp: sorted(s for s in by_speaker if split_of[s] == sp) for sp in ("train", "val", "test")}
-    clip_split = deal_splits(n_clips, MIXTURE_SPLIT_SHARES, at_least=0)
+    clip_split = deal_splits(n_clips, tuple(map(tuple, clip_shares)), at_least=0)
+    jobs = [(f"m{seed}_c{i:05d}", split, [seed, 2, i]) for i, split in enumerate(clip_split)]
+    jobs += [(f"m{seed}_t{i:05d}", "train", [seed, 3, i]) for i in range(int(n_transfer))]
     n, load, rows = int(round(clip_seconds * sample_rate)), _Recordings(sample_rate), []
-    for i in tqdm(range(n_clips), desc="mixing clips", unit="clip", disable=not progress):
-        clip_id, split = f"m{seed}_c{i:05d}", clip_split[i]
-        rng = np.random.default_rng([seed, 2, i])
+    for clip_id, split, key in tqdm(jobs, desc="mixing clips", unit="clip", disable=not progress):
+        rng = np.random.default_rng(key)
         speaker = in_split[split][rng.integers(len(in_split[split]))]
-        clean, used = _talker(rng, by_speaker[speaker], n, sample_rate, load)
-        clean = add_mic_floor(rng, clean)
         others = [s for s in in_split[split] if s != speaker]
-        kinds = [(k, p) for k, p in NOISE_KINDS if (k != "recorded" or noise)
-                 and (k != "synthetic" or synthetic_noises) and (k != "babble" or (babble and len(others) >= 3))]
-        noise_type, noise_src, snr = "none", "", math.nan
-        if kinds and rng.random() >= P_NO_NOISE:
-            kind = kinds[rng.choice(len(kinds), p=np.array([p for _, p in kinds]) / sum(p for _, p in kinds))][0]
-            if kind == "recorded":
-                path = sorted(noise, key=rel.get)[rng.integers(len(noise))]
-                noise_type, noise_src, sig = noise[path], rel[path], _recorded_noise(rng, path, n, load)
-            elif kind == "synthetic":
-                noise_type = noise_src = synthetic_noises[rng.integers(len(synthetic_noises))]
-                sig = NOISES[noise_type](rng, n, sample_rate)
-            else:
-                talkers = [others[j] for j in rng.choice(len(others), size=min(int(rng.integers(4, 7)), len(others)),
-                                                         replace=False)]
-                sig = sum(db_to_gain(rng.uniform(-6, 0)) * _talker(rng, by_speaker[t], n, sample_rate, load)[0]
-                          for t in talkers)
-                noise_type, noise_src = "babble", "+".join(talkers)
-            snr = round(float(rng.uniform(lo, hi)), 2)
-            clean = mix_at_snr(clean, sig, snr)
-        p = annotator_p_noise(noise_type, snr)
+        clean, used, noise_type, noise_src, snr, p = _mix_clip(rng, speaker, others, by_speaker, noise, rel, n,
+                                                              sample_rate, load, (lo, hi), synthetic_noises, babble)
         label = "noise" if rng.random() < p else "clean"
         x = clean * (db_to_gain(rng.uniform(*PEAK_RANGE_DBFS)) / np.max(np.abs(clean)))
         write_wav(out_dir / "audio" / f"{clip_id}.wav", x, sample_rate)
-        rows.append([clip_id, split, label, speaker, "+".join(sorted({rel[f] for f in used})), noise_type, noise_src,
-                     "" if math.isnan(snr) else f"{snr:.2f}", f"{p:.6f}"])
+        rows.append([clip_id, split, "" if key[1] == 3 else label, speaker, "+".join(sorted({rel[f] for f in used})),
+                     noise_type, noise_src, "" if math.isnan(snr) else f"{snr:.2f}", f"{p:.6f}"])
     keep = {f"{r[0]}.wav" for r in rows}
-    for old in (out_dir / "audio").glob("m*_c*.wav"):  # clips of an earlier, larger build
+    for old in (out_dir / "audio").glob("m*_[ct]*.wav"):  # clips of an earlier, larger build
         if old.name not in keep:
             old.unlink()
     write_labels(out_dir, [(r[0], r[2], r[1]) for r in rows])
