@@ -114,22 +114,13 @@ def spread_over_actors(ctx) -> None:
         pass
 
 
-def warm_worker() -> None:
-    """Ray's worker_process_setup_hook: import what a scorer needs (torch, mark2_lib) as soon as a worker
-    process starts. Ray starts this job's workers ahead of need, so they import while they wait instead
-    of after an actor is placed on them (about 2 s of the first shard's latency on 2 cores)."""
-    import mark2_lib.jobs.scorers  # noqa: F401  (torch, the models, the audio front end)
-
-
 def start_ray(ray, workers: int | None, ray_address: str | None) -> bool:
     """Connect to `ray_address`, or start a local Ray bound to 127.0.0.1; False when this process
-    already had Ray running (then it is used as it is, and left running). This job's workers run
-    `warm_worker` when they start."""
+    already had Ray running (then it is used as it is, and left running)."""
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent anywhere
-    common = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True,
-                  runtime_env={"worker_process_setup_hook": "mark2_lib.jobs.ray_engine.warm_worker"})
+    common = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     if ray_address is None:
         ray.init(num_cpus=workers or os.cpu_count() or 1, _node_ip_address="127.0.0.1", **common)
     else:
