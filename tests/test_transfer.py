@@ -14,6 +14,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from test_data import write_csv
+
 from mark2_lib import data
 from mark2_lib import train as train_mod
 from mark2_lib.config import AudioConfig, ModelConfig, TrainConfig
@@ -27,14 +29,6 @@ TINY_MODEL = ModelConfig(stem_channels=8, channels=(12, 16), head_hidden=16, poo
                          level_norm=False, stats_pooling=False)
 TINY_TRAIN = dict(alpha=0.5, temperature=2.0, epochs=3, patience=100, batch_size=8, lr=2e-2, seed=3,
                   random_segment=True, soft_target="clip", progress=False)
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def make_folder(root: Path, labels, splits=None) -> Path:
