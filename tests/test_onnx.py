@@ -15,14 +15,15 @@ import torch
 from conftest import onnx_missing, require_or_skip
 
 import mark2_lib
-from mark2_lib.audio import load_audio, n_segments
+from mark2_lib.audio import LogMel, load_audio, n_segments
 from mark2_lib.cli import main
-from mark2_lib.config import CLASSES, TrainConfig, audio_config, model_config
+from mark2_lib.config import CLASSES, AudioConfig, TrainConfig, audio_config, model_config
 from mark2_lib.data import Dataset, FeatureCache
 from mark2_lib.errors import DataError
 from mark2_lib.inference import onnx_export
 from mark2_lib.inference.export import export_format
 from mark2_lib.inference.onnx_model import OnnxClassifier
+from mark2_lib.inference.onnx_stft import FactoredLogMel, dft_factors
 from mark2_lib.inference.predict import predict_paths
 from mark2_lib.run_folders import load_classifier
 from mark2_lib.train import train_run
@@ -68,6 +69,25 @@ def waves(tiny_data):
 
 def p_noise(logits) -> np.ndarray:
     return torch.softmax(torch.as_tensor(logits), dim=-1)[:, 1].numpy()
+
+
+@pytest.mark.parametrize("n_fft,win_length,hop_length", [(256, 256, 400), (512, 512, 320), (202, 150, 101),
+                                                         (96, 64, 48)])
+def test_the_factored_log_mel_equals_the_fft_front_end(n_fft, win_length, hop_length):
+    """The graph's log-mel (two-stage DFT as matrix products) gives LogMel's rfft log-mel, for student and
+    teacher sizes, an n_fft of 2 x prime (one dense stage), a window shorter than n_fft, frames wider than
+    n_fft; every frame, every band, at levels from quiet to loud."""
+    cfg = AudioConfig(n_fft=n_fft, win_length=win_length, hop_length=hop_length, n_mels=24)
+    logmel = LogMel(cfg)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4000, generator=gen) * torch.tensor([[1e-3], [0.1], [3.0]])
+    frames = logmel.windowed_frames(x, centre=True) / logmel.window.where(logmel.window > 0, 1.0)  # unwindowed
+    wide = torch.nn.functional.pad(frames, (0, 37))                      # samples past n_fft are not read
+    got = FactoredLogMel(n_fft, logmel.window, logmel.fb)(wide)
+    want = logmel.frames_db(x, centre=True)
+    assert dft_factors(n_fft)[0] * dft_factors(n_fft)[1] == n_fft
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) < 1e-4 and float((got - want).abs().mean()) < 5e-6  # dB
 
 
 @pytest.mark.parametrize("name", ["clip", "segment"])

@@ -8,9 +8,8 @@ zero-padded to whole segments and reflect-padded by n_fft // 2 (as `LogMel`) in 
 frames are cut by reshaping, segments gathered by index, and each segment goes through the fused
 encoder as a plain batch (`Encoder.forward`'s layers, the stem as its convolution).
 
-The real FFT is two matrix products (`dft_basis`): ONNX's DFT operator exports, but ONNX Runtime's
-CPU kernel for it took two thirds of the student's time. Folding each windowed frame about its middle
-(t and n_fft - t share their cosine and negate their sine) halves the products' size.
+The log-mel is a factored real DFT in a few matrix products (`onnx_stft.FactoredLogMel`): ONNX's DFT
+operator exports, but ONNX Runtime's CPU kernel for it took two thirds of the student's time.
 It reads the model's own weights and buffers, so it never drifts from it; its results agree with the
 model's up to float rounding (the ONNX export checks this on every file it writes). PyTorch inference
 does not use it.
@@ -22,22 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models import WaveformClassifier
-
-
-def dft_basis(n_fft: int, fb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The real DFT of folded frames (`ExportGraph.fold`) as two matrices and the mel filterbank split to match:
-    (cosines `[n_fft // 2 + 1, K]`, sines `[(n_fft - 1) // 2, K']`, bank rows for re² `[K, n_mels]`, for im²
-    `[K', n_mels]`), for the K bins some band reads (`fb` `[n_fft // 2 + 1, n_mels]`); K' leaves out the
-    bins whose sine is 0 (0 and n_fft / 2)."""
-    bins = torch.nonzero(fb.abs().sum(dim=1) > 0).flatten()
-    sine_bins = bins[(bins > 0) & (2 * bins < n_fft)]
-
-    def basis(t, k, f):  # k * t taken mod n_fft, exactly, before the angle: accurate for every bin
-        return f(2 * torch.pi * (t.unsqueeze(1) * k.unsqueeze(0) % n_fft).double() / n_fft).float()
-
-    cos = basis(torch.arange(n_fft // 2 + 1), bins, torch.cos)
-    sin = basis(torch.arange(1, (n_fft + 1) // 2), sine_bins, torch.sin)
-    return cos, sin, fb[bins].contiguous(), fb[sine_bins].contiguous()
+from .onnx_stft import FactoredLogMel
 
 
 class ExportGraph(nn.Module):
@@ -54,16 +38,7 @@ class ExportGraph(nn.Module):
         self.segment_samples, self.hop_samples = cfg.segment_samples, cfg.hop_samples
         self.n_fft, self.hop_length, self.n_frames = cfg.n_fft, cfg.hop_length, cfg.n_frames
         self.frame_step = cfg.hop_samples // cfg.hop_length
-        window = model.logmel.window
-        cos, sin, fb_re, fb_im = dft_basis(cfg.n_fft, model.logmel.fb)
-        # A window even about n_fft / 2 (Hann with win_length = n_fft) folds into the DFT matrices' rows:
-        # one pass over the frames less. Any other is applied to the frames first.
-        self.window_in_basis = bool(torch.equal(window[1:], window[1:].flip(0)))
-        if self.window_in_basis:
-            cos, sin = cos * window[:len(cos)].unsqueeze(1), sin * window[1:len(sin) + 1].unsqueeze(1)
-        self.register_buffer("window", window.clone())
-        for name, value in zip(("cos", "sin", "fb_re", "fb_im"), (cos, sin, fb_re, fb_im)):
-            self.register_buffer(name, value)
+        self.stft = FactoredLogMel(cfg.n_fft, model.logmel.window, model.logmel.fb)
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n = wave.shape[0], wave.shape[1]
@@ -77,6 +52,7 @@ class ExportGraph(nn.Module):
         else:                                                           # each segment framed on its own
             idx = torch.arange(s).unsqueeze(1) * hop + torch.arange(win)
             x = self.log_mel(F.pad(wave, (0, zeros)).index_select(1, idx.reshape(-1)).reshape(b * s, win), 0)
+            x = x[:, :self.n_frames]
         logits, emb = self.segment_forward(x.transpose(1, 2))           # [B * S, n_mels, n_frames] in
         seg = logits.reshape(b, s, logits.shape[-1])
         attention = self.head.attention
@@ -89,19 +65,17 @@ class ExportGraph(nn.Module):
         return clip_logits, seg, scores
 
     def log_mel(self, x: torch.Tensor, zeros) -> torch.Tensor:
-        """`[N, samples]` followed by `zeros` zero samples -> log-mel `[N, frames, n_mels]` of its centred
-        frames (reflect-padded by n_fft // 2 at both ends), as `LogMel.frames_db(x, centre=True)`."""
-        frames = self.frames(x, zeros)                                # [N, F, >= n_fft]
-        even, odd = self.fold(frames if self.window_in_basis else frames[..., :self.n_fft] * self.window)
-        re, im = torch.matmul(even, self.cos), torch.matmul(odd, self.sin)
-        power = torch.matmul(re * re, self.fb_re) + torch.matmul(im * im, self.fb_im)
-        return power.clamp_min(1e-10).log10().mul(10.0)
+        """`[N, samples]` followed by `zeros` zero samples -> log-mel `[N, frames + 1, n_mels]` of its centred
+        frames (reflect-padded by n_fft // 2 at both ends), as `LogMel.frames_db(x, centre=True)`, and one
+        frame more (past the end, of zeros and the padding; no segment reads it)."""
+        return self.stft(self.frames(x, zeros))
 
     def frames(self, x: torch.Tensor, zeros) -> torch.Tensor:
-        """The centred STFT frames `[N, F, width]` of `x` and `zeros` zeros, their first n_fft samples the frame:
-        one concatenation pads the signal (reflection, x, zeros, reflection, then zeros up to whole blocks of
-        hop_length), a reshape cuts it into blocks, and a frame is q = ceil(n_fft / hop_length) consecutive
-        blocks (width q * hop_length; with q = 1, no copy)."""
+        """The centred STFT frames `[N, F + 1, width]` of `x` and `zeros` zeros, their first n_fft samples the
+        frame, and one frame more: one concatenation pads the signal (reflection, x, zeros, reflection, then
+        zeros up to F + q blocks of hop_length, at least one zero, so that no slice cuts the copy), a reshape
+        cuts it into blocks, and a frame is q = ceil(n_fft / hop_length) consecutive blocks (width
+        q * hop_length; with q = 1, no copy)."""
         c, h, n = self.n_fft // 2, self.hop_length, x.shape[1]
         q = -(-self.n_fft // h)
         length = n + zeros + 2 * c
@@ -109,19 +83,10 @@ class ExportGraph(nn.Module):
         head = F.pad(x[:, :c + 1], (0, torch.sym_max(c + 1 - n, 0)))[:, 1:c + 1].flip(1)
         end = torch.cat([x[:, torch.sym_max(n - c - 1, 0):], x.new_zeros(x.shape[0], zeros)], dim=1)
         tail = end[:, end.shape[1] - c - 1:end.shape[1] - 1].flip(1)
-        fill = torch.sym_max((n_frames + q - 1) * h - length, 0)
+        fill = (n_frames + q) * h - length                            # >= 1: n_frames * h > length - n_fft
         x = torch.cat([head, x, x.new_zeros(x.shape[0], zeros), tail, x.new_zeros(x.shape[0], fill)], dim=1)
-        blocks = x[:, :(n_frames + q - 1) * h].reshape(x.shape[0], n_frames + q - 1, h)
-        return blocks if q == 1 else torch.cat([blocks[:, j:j + n_frames] for j in range(q)], dim=2)
-
-    def fold(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames `[..., >= n_fft]` (the first n_fft samples read) -> (even part `[..., n_fft // 2 + 1]`: y[0], y[t] + y[n_fft - t], and
-        y[n_fft / 2] for even n_fft; odd part `[..., (n_fft - 1) // 2]`: y[t] - y[n_fft - t]; 0 < t < n_fft / 2).
-        Re = even @ cos and Im = -(odd @ sin), as cos and sin are even and odd about n_fft / 2."""
-        m = (self.n_fft + 1) // 2                                     # pairs t = 1 .. m - 1
-        a, r = y[..., 1:m], y[..., self.n_fft - m + 1:self.n_fft].flip(-1)
-        even = [y[..., :1], a + r] + ([y[..., m:m + 1]] if self.n_fft % 2 == 0 else [])
-        return torch.cat(even, dim=-1), a - r
+        blocks = x.reshape(x.shape[0], n_frames + q, h)
+        return blocks if q == 1 else torch.cat([blocks[:, j:j + n_frames + 1] for j in range(q)], dim=2)
 
     def segment_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel segments `[N, n_mels, frames]` -> (logits `[N, C]`, embeddings `[N, D]`), as
