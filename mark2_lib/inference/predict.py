@@ -133,6 +133,9 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     model = _as_model(run_dir_or_model)
     cfg = model.audio
     onnx = isinstance(model, OnnxClassifier)
+    if not onnx and model.model.clip_context != "none":  # its head needs the whole file before any segment
+        raise ValueError(f"predict streams segments on their own; a model with clip_context="
+                         f"{model.model.clip_context!r} reads the whole clip: score it with WaveformClassifier")
     attention = not onnx and model.model.pooling == "attention" and model.model.head.attention is not None
     entries, n_ignored = find_audio(paths)
     clips = [_Clip(p, error=msg) for p, msg in entries]
