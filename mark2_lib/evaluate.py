@@ -1,4 +1,5 @@
-"""Evaluation: predictions over cached features, metrics tables, breakdowns, and KD vs hard-only.
+"""Evaluation: predictions over cached features, metrics tables, breakdowns, agreement with the teacher,
+ROC-AUC per SNR band, and KD vs hard-only.
 
 What a model costs (parameters, MACs, speed) is in timing.py.
 """
@@ -9,6 +10,7 @@ import copy
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from .data import ClipDataset, Manifest, collate_clips
@@ -16,6 +18,7 @@ from .metrics import classification_metrics, confusion
 from .models import ClipClassifier
 
 SNR_BANDS = [-np.inf, 0, 5, 10, 15, 20, 25, np.inf]
+BAND_EDGES_DB = (5, 15, 25)  # snr_band_auc's bands: <= 5, 5-15, 15-25 and > 25 dB, each against the clean clips
 
 
 def predict_features(model: ClipClassifier, manifest: Manifest, features: dict, batch_size: int = 128,
@@ -87,6 +90,48 @@ def breakdown(predictions: dict, manifest: Manifest, truth: pd.DataFrame, by: st
         out[name] = correct.groupby(t[by].to_numpy()).mean()
     table = pd.DataFrame(out)
     return table.loc[[b for b in order if b in table.index]] if order else table
+
+
+def teacher_agreement(score, p_teacher, threshold: float = 0.5) -> dict:
+    """How close a model's test scores are to its teacher's clip P(noise) `p_teacher`: `agrees_with_teacher`,
+    the share of clips where its label (score >= threshold) equals the teacher's calibrated one
+    (p_teacher >= 0.5), and `corr_with_teacher`, the Pearson correlation of score and p_teacher (NaN when
+    either is constant). `score` may be any noise score with its own threshold (a blind estimator's -SNR)."""
+    score, p_teacher = np.asarray(score, dtype=np.float64), np.asarray(p_teacher, dtype=np.float64)
+    if score.shape != p_teacher.shape or score.ndim != 1 or not len(score):
+        raise ValueError(f"score {score.shape} and p_teacher {p_teacher.shape}: expected two equal, non-empty 1-d arrays")
+    agree = float(np.mean((score >= threshold) == (p_teacher >= 0.5)))
+    constant = np.ptp(score) == 0 or np.ptp(p_teacher) == 0
+    return {"agrees_with_teacher": agree,
+            "corr_with_teacher": float("nan") if constant else float(np.corrcoef(score, p_teacher)[0, 1])}
+
+
+def snr_band_auc(scores: dict, clip_ids, truth: pd.DataFrame, edges=BAND_EDGES_DB) -> pd.DataFrame:
+    """ROC-AUC of each noise score per SNR band: the clips mixed at an SNR in the band (truth.csv's snr_db)
+    against every clip with no noise mixed in (snr_db empty), so each band asks how well a model tells
+    noise of that strength from clean speech. Bands: up to edges[0] dB, (edges[i], edges[i + 1]], above
+    the last, named "<=5dB", "5-15dB", ... `scores`: {name: score per clip of `clip_ids`, higher = noisier}; a
+    band without clips is NaN.
+    One row per name; `attrs["n_noisy"]` {band: clips} and `attrs["n_clean"]` say what each AUC rests on."""
+    t = truth.set_index("clip_id")
+    if "snr_db" not in t:
+        raise ValueError(f"truth has no snr_db column; columns: {list(t.columns)}")
+    snr = t.loc[list(clip_ids), "snr_db"].to_numpy(dtype=np.float64)
+    clean = np.isnan(snr)
+    bounds = [-np.inf, *edges, np.inf]
+    bands = {(f"<={hi:g}dB" if lo == -np.inf else f">{lo:g}dB" if hi == np.inf else f"{lo:g}-{hi:g}dB"):
+             ~clean & (snr > lo) & (snr <= hi) for lo, hi in zip(bounds[:-1], bounds[1:])}
+    rows = {}
+    for name, score in scores.items():
+        score = np.asarray(score, dtype=np.float64)
+        if score.shape != snr.shape:
+            raise ValueError(f"{name}: {score.shape[0] if score.ndim else 0} scores for {len(snr)} clips")
+        rows[name] = {band: float(roc_auc_score(np.r_[np.ones(sel.sum()), np.zeros(clean.sum())],
+                                                np.r_[score[sel], score[clean]]))
+                      if sel.any() and clean.any() else float("nan") for band, sel in bands.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(bands))
+    table.attrs.update(n_noisy={b: int(sel.sum()) for b, sel in bands.items()}, n_clean=int(clean.sum()))
+    return table
 
 
 def mean_std_table(per_seed: pd.DataFrame, group: str = "model") -> pd.DataFrame:
