@@ -136,10 +136,7 @@ def test_waveform_classifier_and_torchscript_equal_the_clip_classifier_on_cached
 
 def test_a_saved_run_loads_with_its_clip_context(tmp_path):
     model = make_model()
-    (tmp_path / "config.json").write_text(json.dumps({"audio": AUDIO.to_dict(), "model": SMALL.to_dict()}))
-    torch.save(model.encoder.state_dict(), tmp_path / "encoder.pt")
-    torch.save(model.head.state_dict(), tmp_path / "head.pt")
-    loaded = load_classifier(tmp_path)
+    loaded = load_classifier(save_run(tmp_path, model))
     waves = 0.1 * torch.randn(2, 24000, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(loaded(waves), WaveformClassifier(AUDIO, model).eval()(waves), atol=1e-5, rtol=1e-5)
@@ -152,19 +149,54 @@ def test_macs_count_the_wider_head():
     assert extra == 4 * 16 * 2
 
 
-def test_predict_and_onnx_export_refuse_a_clip_context_model_and_torchscript_keeps_it(tmp_path):
-    from mark2_lib.inference.export import export_run
+def save_run(run_dir, model: ClipClassifier, cfg: ModelConfig = SMALL):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"audio": AUDIO.to_dict(), "model": cfg.to_dict()}))
+    torch.save(model.encoder.state_dict(), run_dir / "encoder.pt")
+    torch.save(model.head.state_dict(), run_dir / "head.pt")
+    return run_dir
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_predict_scores_each_file_with_its_whole_clips_context(tmp_path, pooling):
+    """Segments of several files share batches through the encoder; each file's head reads that file's context
+    only: the result equals the whole-file model, a short file among long ones and a batch split included."""
+    import soundfile as sf
+
     from mark2_lib.inference.predict import predict_paths
 
+    cfg = ModelConfig(**{**SMALL.to_dict(), "pooling": pooling})
+    torch.manual_seed(0)
+    model = ClipClassifier(AUDIO, cfg)
+    model.head.context_norm.running_mean.copy_(torch.tensor([30.0, 15.0, 15.0, 10.0]))
+    model.head.context_norm.running_var.copy_(torch.tensor([50.0, 20.0, 20.0, 10.0]))
+    run = save_run(tmp_path / "run", model.eval(), cfg)
+    rng, paths = np.random.default_rng(0), []
+    for i, seconds in enumerate((7.3, 1.2, 4.0)):
+        x = rng.uniform(-1, 1, int(seconds * 16000)) * np.repeat(rng.uniform(0.01, 0.6, int(seconds * 4) + 1), 4000)[
+            :int(seconds * 16000)]
+        paths.append(tmp_path / "audio" / f"f{i}.wav")
+        paths[-1].parent.mkdir(exist_ok=True)
+        sf.write(str(paths[-1]), x.astype(np.float32), 16000, subtype="FLOAT")
+    clips, segs = predict_paths(run, paths, batch_size=5, segments=True, progress=False, block_frames=7919)
+    whole = load_classifier(run)
+    for i, path in enumerate(paths):
+        with torch.no_grad():
+            clip, seg = whole.segment_and_clip_logits(audio.load_audio(path, 16000)[None])
+        assert clips["error"][i] == ""
+        assert abs(clips["p_noise"][i] - torch.softmax(clip, -1)[0, 1].item()) < 1e-5
+        got = segs[segs["path"] == str(path)]["p_noise"].to_numpy()
+        np.testing.assert_allclose(got, torch.softmax(seg, -1)[0, :, 1].numpy(), atol=1e-5)
+
+
+def test_onnx_export_refuses_a_clip_context_model_and_torchscript_keeps_it(tmp_path):
+    from mark2_lib.inference.export import export_run
+
     model = make_model()
-    (tmp_path / "config.json").write_text(json.dumps({"audio": AUDIO.to_dict(), "model": SMALL.to_dict()}))
-    torch.save(model.encoder.state_dict(), tmp_path / "encoder.pt")
-    torch.save(model.head.state_dict(), tmp_path / "head.pt")
-    with pytest.raises(ValueError, match="clip_context='level_stats' reads the whole clip"):
-        predict_paths(tmp_path, [tmp_path])
+    run = save_run(tmp_path, model)
     with pytest.raises(ValueError, match="ONNX export has no clip context"):
-        export_run(tmp_path, tmp_path / "student.onnx")
-    ts = torch.jit.load(str(export_run(tmp_path, tmp_path / "student.ts")))
+        export_run(run, tmp_path / "student.onnx")
+    ts = torch.jit.load(str(export_run(run, tmp_path / "student.ts")))
     waves = 0.1 * torch.randn(1, 20000, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(ts(waves), WaveformClassifier(AUDIO, model).eval()(waves), atol=1e-5, rtol=1e-5)
