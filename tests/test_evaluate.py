@@ -340,3 +340,27 @@ def test_teacher_band_report_scores_the_teacher_and_each_estimator_at_its_thresh
     # the teacher per band: a (0.9), b (0.6), c (0.3), f (0.4) each against the clean d (0.2) and e (0.1)
     assert rows.loc["teacher", ["auc<=5dB", "auc5-15dB", "auc15-25dB", "auc>25dB"]].tolist() == [1.0] * 4
     assert summary.loc["stnr_baseline", "agrees_with_teacher"] == "0.833 ± 0.000"
+
+
+def test_speed_report_times_dnsmos_on_a_share_of_the_clips(tmp_path, monkeypatch):
+    import json
+
+    import soundfile as sf
+
+    from mark2_lib import dnsmos
+    from mark2_lib.evaluate import speed_report
+
+    torch.manual_seed(0)
+    net = build_model("student")
+    (tmp_path / "config.json").write_text(json.dumps({"audio": net.audio.to_dict(), "model": net.config.to_dict()}))
+    torch.save(net.encoder.state_dict(), tmp_path / "encoder.pt")
+    torch.save(net.head.state_dict(), tmp_path / "head.pt")
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"c{i}.wav")
+        sf.write(str(paths[-1]), np.random.default_rng(i).uniform(-0.3, 0.3, SR).astype(np.float32), SR)
+    seen = []
+    monkeypatch.setattr(dnsmos, "realtime_factor", lambda waves: seen.append(len(waves)) or 5.0)
+    table, line = speed_report(tmp_path, paths, SR, teacher="dnsmos", dnsmos_clips=4)
+    assert seen == [4] and table.loc["teacher", "x real time"] == 5.0
+    assert line.startswith(f"the student is {table.loc['student', 'x real time'] / 5.0:.1f}x faster than the DNSMOS")
