@@ -12,6 +12,7 @@ gain moves every frame's energy alike): the spread between its 95th and 10th per
 estimate), between the 95th and the median, between the median and the 10th, and the standard deviation.
 A frame shared by two overlapping segments counts twice, the same in training (cached segment features)
 and in `WaveformClassifier` (segments sliced from the clip's frames), so both see the same numbers.
+(`TrainConfig.random_segment` trains on one segment per clip: the context then describes that segment.)
 """
 from __future__ import annotations
 

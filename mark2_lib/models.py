@@ -151,15 +151,15 @@ class Head(nn.Module):
 
     def __init__(self, in_features: int, cfg: ModelConfig):
         super().__init__()
-        in_features += context_size(cfg.clip_context)  # a clip context joins the embedding (`join`)
+        k = context_size(cfg.clip_context)  # a clip context joins the embedding (`join`)
+        in_features += k
         self.net = nn.Sequential(
             nn.Linear(in_features, cfg.head_hidden), nn.ReLU(),
             nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, cfg.n_classes),
         )
         # Attention pooling scores each segment from its embedding; here, encoder.pt + head.pt hold the whole model.
         self.attention = nn.Linear(in_features, 1) if cfg.pooling == "attention" else None
-        k = context_size(cfg.clip_context)  # the clip context, standardised by a learned BatchNorm
-        self.context_norm = nn.BatchNorm1d(k) if k else None
+        self.context_norm = nn.BatchNorm1d(k) if k else None  # the clip context, standardised (learned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -167,7 +167,8 @@ class Head(nn.Module):
     def join(self, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Segment embeddings `[N, D]` + their clips' context `[N, K]` -> what the head reads `[N, D + K]`."""
         norm = self.context_norm
-        assert norm is not None, "this head takes no clip context (ModelConfig.clip_context is 'none')"
+        if norm is None:
+            raise RuntimeError("this head takes no clip context (ModelConfig.clip_context is 'none')")
         return torch.cat([emb, norm(context)], dim=1)
 
 
