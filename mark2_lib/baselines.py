@@ -242,7 +242,8 @@ def score_split(data, split: str = "test", sample_rate: int = 16000) -> pd.DataF
 
 def baseline_report(data, sample_rate: int = 16000, truth: pd.DataFrame | None = None, fit_split: str = "train",
                     test_split: str = "test", max_seconds: float = 600.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both estimators as classifiers: their noise score's threshold fitted on `fit_split` (best macro-F1),
+    """Both estimators as classifiers: their noise score's threshold fitted on `fit_split`'s clips with a hard
+    label (best macro-F1; a transfer set's unlabelled clips are left out),
     then accuracy, macro-F1 and ROC-AUC on `test_split`, as `evaluate.metrics_table` lays out a model's row.
 
     `data`: a Dataset, a Manifest or a data folder / labels.csv path (`open_data`; truth.csv is used
@@ -254,6 +255,9 @@ def baseline_report(data, sample_rate: int = 16000, truth: pd.DataFrame | None =
     per-clip test estimates of `score_waves` with label and split)."""
     data, truth = open_data(data, sample_rate, truth)
     fit, test = split_of(data, fit_split), split_of(data, test_split)
+    fit = Manifest(fit.root, fit.df[fit.labelled].reset_index(drop=True), fit.skipped)  # a transfer set has no label
+    if not len(fit):
+        raise ValueError(f"the {fit_split!r} split has no clip with a hard label to fit the thresholds on")
     test_waves = read_waves(test.df["path"], sample_rate)
     scored = {fit_split: score_waves(read_waves(fit.df["path"], sample_rate), fit.clip_ids, sample_rate),
               test_split: score_waves(test_waves, test.clip_ids, sample_rate)}

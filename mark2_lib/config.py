@@ -112,9 +112,8 @@ class AudioConfig:
 
 
 FRAMINGS = ("clip", "segment")
-
-
 POOLINGS = ("mean", "max", "attention")
+CLIP_CONTEXTS = ("none", "level_stats")  # context.py computes them
 
 
 @dataclass
@@ -130,9 +129,12 @@ class ModelConfig:
     n_classes: int = 2                      # clean, noise
     level_norm: bool = True                 # subtract each segment's mean log-mel level first (level invariance)
     stats_pooling: bool = True              # the encoder summarises its map by mean and std (else mean only)
+    clip_context: str = "none"              # whole-clip statistics beside each segment's embedding: none | level_stats
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
+        if self.clip_context not in CLIP_CONTEXTS:
+            raise ValueError(f"clip_context={self.clip_context!r}; expected one of {CLIP_CONTEXTS}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling={self.pooling!r}; expected one of {POOLINGS}")
         if self.blocks_per_stage < 1 or not self.channels or min(self.channels) < 1:
@@ -155,7 +157,7 @@ class ModelConfig:
 
 
 # Fields added after runs were saved, and the value a config.json without them was trained with.
-LEGACY_MODEL_FIELDS = {"level_norm": False, "stats_pooling": False}
+LEGACY_MODEL_FIELDS = {"level_norm": False, "stats_pooling": False, "clip_context": "none"}
 
 
 @dataclass

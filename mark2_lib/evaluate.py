@@ -1,4 +1,5 @@
-"""Evaluation: predictions over cached features, metrics tables, breakdowns, and KD vs hard-only.
+"""Evaluation: predictions over cached features, metrics tables, breakdowns, agreement with the teacher,
+ROC-AUC per SNR band, and KD vs hard-only.
 
 What a model costs (parameters, MACs, speed) is in timing.py.
 """
@@ -9,6 +10,7 @@ import copy
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from .data import ClipDataset, Manifest, collate_clips
@@ -16,6 +18,7 @@ from .metrics import classification_metrics, confusion
 from .models import ClipClassifier
 
 SNR_BANDS = [-np.inf, 0, 5, 10, 15, 20, 25, np.inf]
+BAND_EDGES_DB = (5, 15, 25)  # snr_band_auc's bands: <= 5, 5-15, 15-25 and > 25 dB, each against the clean clips
 
 
 def predict_features(model: ClipClassifier, manifest: Manifest, features: dict, batch_size: int = 128,
@@ -89,6 +92,48 @@ def breakdown(predictions: dict, manifest: Manifest, truth: pd.DataFrame, by: st
     return table.loc[[b for b in order if b in table.index]] if order else table
 
 
+def teacher_agreement(score, p_teacher, threshold: float = 0.5) -> dict:
+    """How close a model's test scores are to its teacher's clip P(noise) `p_teacher`: `agrees_with_teacher`,
+    the share of clips where its label (score >= threshold) equals the teacher's calibrated one
+    (p_teacher >= 0.5), and `corr_with_teacher`, the Pearson correlation of score and p_teacher (NaN when
+    either is constant). `score` may be any noise score with its own threshold (a blind estimator's -SNR)."""
+    score, p_teacher = np.asarray(score, dtype=np.float64), np.asarray(p_teacher, dtype=np.float64)
+    if score.shape != p_teacher.shape or score.ndim != 1 or not len(score):
+        raise ValueError(f"score {score.shape} and p_teacher {p_teacher.shape}: expected two equal, non-empty 1-d arrays")
+    agree = float(np.mean((score >= threshold) == (p_teacher >= 0.5)))
+    constant = np.ptp(score) == 0 or np.ptp(p_teacher) == 0
+    return {"agrees_with_teacher": agree,
+            "corr_with_teacher": float("nan") if constant else float(np.corrcoef(score, p_teacher)[0, 1])}
+
+
+def snr_band_auc(scores: dict, clip_ids, truth: pd.DataFrame, edges=BAND_EDGES_DB) -> pd.DataFrame:
+    """ROC-AUC of each noise score per SNR band: the clips mixed at an SNR in the band (truth.csv's snr_db)
+    against every clip with no noise mixed in (snr_db empty), so each band asks how well a model tells
+    noise of that strength from clean speech. Bands: up to edges[0] dB, (edges[i], edges[i + 1]], above
+    the last, named "<=5dB", "5-15dB", ... `scores`: {name: score per clip of `clip_ids`, higher = noisier}; a
+    band without clips is NaN.
+    One row per name; `attrs["n_noisy"]` {band: clips} and `attrs["n_clean"]` say what each AUC rests on."""
+    t = truth.set_index("clip_id")
+    if "snr_db" not in t:
+        raise ValueError(f"truth has no snr_db column; columns: {list(t.columns)}")
+    snr = t.loc[list(clip_ids), "snr_db"].to_numpy(dtype=np.float64)
+    clean = np.isnan(snr)
+    bounds = [-np.inf, *edges, np.inf]
+    bands = {(f"<={hi:g}dB" if lo == -np.inf else f">{lo:g}dB" if hi == np.inf else f"{lo:g}-{hi:g}dB"):
+             ~clean & (snr > lo) & (snr <= hi) for lo, hi in zip(bounds[:-1], bounds[1:])}
+    rows = {}
+    for name, score in scores.items():
+        score = np.asarray(score, dtype=np.float64)
+        if score.shape != snr.shape:
+            raise ValueError(f"{name}: {score.shape[0] if score.ndim else 0} scores for {len(snr)} clips")
+        rows[name] = {band: float(roc_auc_score(np.r_[np.ones(sel.sum()), np.zeros(clean.sum())],
+                                                np.r_[score[sel], score[clean]]))
+                      if sel.any() and clean.any() else float("nan") for band, sel in bands.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(bands))
+    table.attrs.update(n_noisy={b: int(sel.sum()) for b, sel in bands.items()}, n_clean=int(clean.sum()))
+    return table
+
+
 def mean_std_table(per_seed: pd.DataFrame, group: str = "model") -> pd.DataFrame:
     """Format a per-seed metrics frame as 'mean ± std' strings per model."""
     metrics = [c for c in per_seed.select_dtypes("number").columns if c != "seed"]
@@ -105,14 +150,16 @@ def gap_recovery(table: pd.DataFrame, metric: str = "macro_f1", kd: str = "kd_st
 
 
 
-def speed_report(student_run, paths, sample_rate: int, teacher: str = "run", teacher_run=None
-                 ) -> tuple[pd.DataFrame, str]:
+def speed_report(student_run, paths, sample_rate: int, teacher: str = "run", teacher_run=None,
+                 dnsmos_clips: int = 32) -> tuple[pd.DataFrame, str]:
     """Notebook 05's speed table: the student against its teacher on the same audio files (the test
     clips), and one line saying how much faster the student is.
 
     `teacher="run"` times the trained run in `teacher_run` (left out when it has no weights) in turns
     with the student (timing.speed_table; its "x faster" is the median of per-round ratios).
-    `teacher="dnsmos"` times DNSMOS on its own, one clip score per file as notebook 02 scores them.
+    `teacher="dnsmos"` times DNSMOS on its own, one clip score per file as notebook 02 scores them, on the
+    first `dnsmos_clips` files: each clip up to 9 s is tiled to DNSMOS's one 9.01 s window, so its cost per
+    clip is the same on any share of them, and timing every test clip would take minutes.
     """
     from pathlib import Path
 
@@ -130,7 +177,8 @@ def speed_report(student_run, paths, sample_rate: int, teacher: str = "run", tea
     if teacher == "dnsmos":
         from . import dnsmos
 
-        table.loc["teacher"] = [np.nan, np.nan, dnsmos.realtime_factor([load_audio(p, dnsmos.SR).numpy() for p in paths])]
+        timed = [load_audio(p, dnsmos.SR).numpy() for p in list(paths)[:dnsmos_clips]]
+        table.loc["teacher"] = [np.nan, np.nan, dnsmos.realtime_factor(timed)]
     if "teacher" not in table.index:
         return table, "no teacher to time"
     faster = table.loc["student", "x faster than teacher"] if "x faster than teacher" in table \

@@ -1,4 +1,5 @@
-"""Many runs at once: the alpha x T sweep and the KD vs hard-only comparison, reusing finished runs."""
+"""Many runs at once: the alpha x T sweep and the KD vs hard-only comparison, reusing finished runs, and how
+close those runs are to their teacher (agreement, correlation, ROC-AUC per SNR band)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +12,14 @@ from tqdm.auto import tqdm
 
 from .config import AudioConfig, ModelConfig, TrainConfig
 from .data import Dataset
-from .evaluate import mean_std_table, predict_features
+from .baselines import noise_score
+from .evaluate import mean_std_table, predict_features, snr_band_auc, teacher_agreement
 from .metrics import classification_metrics
 from .run_folders import load_classifier, run_name
 from .train import train_run
 
-__all__ = ["run_name", "cached_train", "alpha_temperature_sweep", "test_predictions", "compare_kd", "grid_values"]
+__all__ = ["run_name", "cached_train", "alpha_temperature_sweep", "test_predictions", "compare_kd", "teacher_band_report",
+           "grid_values"]
 
 
 def cached_train(root, prefix: str, data: Dataset, cfg: TrainConfig, audio: AudioConfig,
@@ -68,6 +71,31 @@ def compare_kd(root, data: Dataset, base: TrainConfig, audio: AudioConfig, model
     rows.append({"model": "teacher", "seed": None, "run_dir": None, **classification_metrics(y, p_teacher)})
     per_seed = pd.DataFrame(rows)
     return per_seed, mean_std_table(per_seed)
+
+
+def teacher_band_report(per_seed: pd.DataFrame, data: Dataset, baselines: pd.DataFrame | None = None,
+                        baseline_clips: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """On the test split, for each run of `compare_kd`'s `per_seed`, its teacher and (given `baseline_report`'s
+    table and clips) each blind estimator: agreement and Pearson correlation with the teacher's calibrated
+    P(noise) (`evaluate.teacher_agreement`; an estimator's score is -SNR with its fitted threshold) and, where
+    the data has a truth.csv, ROC-AUC per SNR band against the clean clips (`evaluate.snr_band_auc`).
+    Returns (one row per run, mean ± std per model)."""
+    test = data.split("test")
+    p_teacher = data.teacher_p_noise(test.clip_ids)
+    runs = []  # (model, seed, noise score, threshold)
+    for r in per_seed.itertuples():
+        score = p_teacher if r.model == "teacher" else test_predictions(r.run_dir, data)
+        runs.append((r.model, r.seed, score, 0.5))
+    if baselines is not None:
+        clips = baseline_clips.set_index("clip_id").loc[list(test.clip_ids)]
+        for name, threshold_db in baselines["snr_threshold_db"].items():
+            runs.append((name, None, noise_score(clips[f"{name.removesuffix('_baseline')}_db"]), -threshold_db))
+    rows = [{"model": m, "seed": s, **teacher_agreement(score, p_teacher, threshold)} for m, s, score, threshold in runs]
+    table = pd.DataFrame(rows)
+    if data.truth is not None:
+        bands = snr_band_auc({i: run[2] for i, run in enumerate(runs)}, test.clip_ids, data.truth)
+        table = pd.concat([table, bands.add_prefix("auc").reset_index(drop=True)], axis=1)
+    return table, mean_std_table(table)
 
 
 def grid_values(value, name: str) -> list[float]:

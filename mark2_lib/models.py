@@ -3,15 +3,16 @@
 One set of building blocks makes both the tiny student and the large teacher
 (`build_model("student" | "teacher")`), each with its own front end (`audio_config(size)`).
 The student's encoder also takes each segment's mean level off its input (`level_norm`) and
-sums up its last map by mean and std (`stats_pooling`). Class index 1 is "noise".
+sums up its last map by mean and std (`stats_pooling`). With `clip_context` (context.py) the head also reads
+statistics of the whole clip beside each segment's embedding. Class index 1 is "noise".
 
 Training runs each conv and then its BatchNorm. For inference `fuse()` folds each such BatchNorm into
-its conv once (`fold_batchnorm`) and runs the stem as one matrix product; `run_folders.load_classifier`
+its conv once (`layers.fold_batchnorm`) and runs the stem as one matrix product; `run_folders.load_classifier`
 loads a run's encoder.pt and head.pt (the unfused model's state_dict), then fuses.
 """
 from __future__ import annotations
 
-import copy
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -19,44 +20,10 @@ import torch.nn.functional as F
 
 from .audio import LogMel
 from .config import AudioConfig, ModelConfig, audio_config, model_config
+from .context import clip_context, context_size
+from .layers import SeparableBlock, fold_batchnorm
 
 STD_EPS = 1e-5  # added to the variance under stats pooling's square root
-
-
-@torch.no_grad()
-def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A copy of `conv` with the eval-mode `bn` after it folded in: weight * s, bias b - mean * s, where
-    s = gamma / sqrt(var + eps). As torch.nn.utils.fusion.fuse_conv_bn_eval (tests compare them), but
-    with the bias's products in the order every published run was validated and scored with, so those
-    results reproduce to the last digit; torch's order differs by an ulp, which moves soft labels."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    fused = copy.deepcopy(conv)  # not a new Conv2d: its initialisation would draw from the global RNG
-    fused.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
-    fused.bias = nn.Parameter(bn.bias - bn.running_mean * scale, requires_grad=False)
-    return fused
-
-
-class SeparableBlock(nn.Module):
-    """Depthwise 3x3 conv + pointwise 1x1 conv, each with BatchNorm; residual when shapes allow."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.depthwise = nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.residual = stride == 1 and c_in == c_out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # In place: y is always a fresh output that nothing else holds (BatchNorm's backward does not read it).
-        y = F.relu_(self.bn1(self.depthwise(x)))
-        y = self.bn2(self.pointwise(y))
-        return F.relu_(y.add_(x)) if self.residual else F.relu_(y)
-
-    def fuse(self) -> None:
-        """Fold each BatchNorm into the conv before it (eval mode, called by `Encoder.fuse`)."""
-        self.depthwise, self.bn1 = fold_batchnorm(self.depthwise, self.bn1), nn.Identity()
-        self.pointwise, self.bn2 = fold_batchnorm(self.pointwise, self.bn2), nn.Identity()
 
 
 class Encoder(nn.Module):
@@ -184,15 +151,25 @@ class Head(nn.Module):
 
     def __init__(self, in_features: int, cfg: ModelConfig):
         super().__init__()
+        k = context_size(cfg.clip_context)  # a clip context joins the embedding (`join`)
+        in_features += k
         self.net = nn.Sequential(
             nn.Linear(in_features, cfg.head_hidden), nn.ReLU(),
             nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, cfg.n_classes),
         )
         # Attention pooling scores each segment from its embedding; here, encoder.pt + head.pt hold the whole model.
         self.attention = nn.Linear(in_features, 1) if cfg.pooling == "attention" else None
+        self.context_norm = nn.BatchNorm1d(k) if k else None  # the clip context, standardised (learned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def join(self, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Segment embeddings `[N, D]` + their clips' context `[N, K]` -> what the head reads `[N, D + K]`."""
+        norm = self.context_norm
+        if norm is None:
+            raise RuntimeError("this head takes no clip context (ModelConfig.clip_context is 'none')")
+        return torch.cat([emb, norm(context)], dim=1)
 
 
 class ClipClassifier(nn.Module):
@@ -204,22 +181,30 @@ class ClipClassifier(nn.Module):
         self.encoder = Encoder(audio, cfg)
         self.flatten = nn.Flatten()
         self.head = Head(self.encoder.out_channels, cfg)
-        self.pooling = cfg.pooling
+        self.pooling, self.clip_context = cfg.pooling, cfg.clip_context
 
     def fuse(self) -> ClipClassifier:
         """Eval mode, with BatchNorm folded into the convs once (`Encoder.fuse`): in place, for inference."""
         self.eval().encoder.fuse()
         return self
 
-    def segment_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel segments `[N, n_mels, frames]` -> (logits `[N, C]`, embeddings `[N, D]`)."""
+    def segment_forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel segments `[N, n_mels, frames]` (+ their clips' context `[N, K]` with `clip_context`) ->
+        (logits `[N, C]`, embeddings `[N, D]`, the context joined in)."""
         emb = self.flatten(self.encoder(x))
+        if context is not None:
+            emb = self.head.join(emb, context)
         return self.head(emb), emb
 
     def forward(self, features: torch.Tensor, segment_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, S = features.shape[0], features.shape[1]
+        context = None
+        if self.head.context_norm is not None:  # each segment reads its whole clip's statistics
+            context = clip_context(self.clip_context, features, segment_mask)
+            context = context.unsqueeze(1).expand(B, S, context.shape[1])[segment_mask]
         # Only real segments go through the encoder, so padding never touches BatchNorm.
-        logits, emb = self.segment_forward(features[segment_mask])
+        logits, emb = self.segment_forward(features[segment_mask], context)
         seg_logits = features.new_zeros(B, S, logits.shape[-1])
         seg_logits[segment_mask] = logits
         return self.pool(seg_logits, emb, segment_mask), seg_logits
@@ -266,17 +251,21 @@ class WaveformClassifier(nn.Module):
     @torch.jit.export
     def segment_and_clip_logits(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (clip logits `[B, C]`, segment logits `[B, S, C]`)."""
-        b = wave.shape[0]
+        b, with_context = wave.shape[0], self.model.head.context_norm is not None
         if self.clip_framing and self.model.encoder.fused:  # frames once per clip, the encoder reads them there
             frames = self.logmel.clip_frames(wave)
             emb = self.model.flatten(self.model.encoder.forward_clip_frames(frames, self.frame_step, self.n_frames))
+            s = emb.shape[0] // b
+            if with_context:  # the segments' frames, as the feature cache holds them: [B, S, n_mels, n_frames]
+                segments = frames.unfold(1, self.n_frames, self.frame_step)
+                emb = self.model.head.join(emb, clip_context(self.model.clip_context, segments).repeat_interleave(s, 0))
             logits = self.model.head(emb)
-            s = logits.shape[0] // b
         else:
             feats = self.features(wave)
             s = feats.shape[1]
+            context = clip_context(self.model.clip_context, feats).repeat_interleave(s, 0) if with_context else None
             # Every segment is real: no mask to gather by, the segments go through as one batch.
-            logits, emb = self.model.segment_forward(feats.reshape(b * s, feats.shape[2], feats.shape[3]))
+            logits, emb = self.model.segment_forward(feats.reshape(b * s, feats.shape[2], feats.shape[3]), context)
         seg_logits = logits.reshape(b, s, logits.shape[-1])
         mask = torch.ones(b, s, dtype=torch.bool, device=wave.device)
         return self.model.pool(seg_logits, emb, mask), seg_logits

@@ -197,7 +197,9 @@ def plot_examples(examples: list[tuple[str, np.ndarray, np.ndarray, int]], sampl
 
 
 def plot_label_vs_snr(truth: pd.DataFrame, labels: pd.Series | None = None):
-    """Annotator P(noise) (curve) and drawn hard labels (dots) against SNR, one panel per noise type."""
+    """Annotator P(noise) (curve) and drawn hard labels (dots) against SNR, one panel per noise type.
+
+    Clips without a hard label (a transfer set: an empty label) are on the curve, not among the dots."""
     noisy = truth[truth["noise_type"] != "none"]
     types = sorted(noisy["noise_type"].unique())
     cols = min(4, len(types))
@@ -205,9 +207,11 @@ def plot_label_vs_snr(truth: pd.DataFrame, labels: pd.Series | None = None):
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharex=True, sharey=True, squeeze=False)
     for ax, nt in zip(axes.flat, types):
         d = noisy[noisy["noise_type"] == nt].sort_values("snr_db")
-        y = (d["label"] if labels is None else labels.loc[d.index]).map(parse_label)
-        jitter = np.random.default_rng(0).uniform(-0.04, 0.04, len(d))
-        ax.scatter(d["snr_db"], np.asarray(y, dtype=float) + jitter, s=4, alpha=0.35, color="tab:grey")
+        y = d["label"] if labels is None else labels.loc[d.index]
+        dots = y.notna() & (y.astype(str).str.strip() != "")
+        y = y[dots].map(parse_label)
+        jitter = np.random.default_rng(0).uniform(-0.04, 0.04, len(y))
+        ax.scatter(d["snr_db"][dots], np.asarray(y, dtype=float) + jitter, s=4, alpha=0.35, color="tab:grey")
         ax.plot(d["snr_db"], d["p_noise_annotator"], color="tab:red")
         ax.set_title(nt, fontsize=9)
     for ax in axes.flat[len(types):]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .config import AudioConfig
+from .context import context_size
 from .models import ClipClassifier
 
 
@@ -57,7 +58,8 @@ def macs_per_second(model: ClipClassifier, audio: AudioConfig | None = None) -> 
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.register_forward_hook(hook)
     with torch.no_grad():
-        counted.segment_forward(torch.zeros(1, audio.n_mels, audio.n_frames))
+        k = context_size(model.config.clip_context)  # a clip context's statistics are no MACs; its head inputs are
+        counted.segment_forward(torch.zeros(1, audio.n_mels, audio.n_frames), torch.zeros(1, k) if k else None)
     segments_per_second = 1.0 / audio.hop_seconds  # long recordings: one segment per hop
     return macs[0] * segments_per_second
 

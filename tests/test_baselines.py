@@ -274,3 +274,23 @@ def test_report_rows_append_to_the_models_table(report, tiny_data):
                                   table[["accuracy", "macro_f1", "roc_auc", "snr_threshold_db"]])
     with pytest.raises(TypeError, match="expected a Dataset, a Manifest or a path"):
         B.baseline_report(test.df)
+
+
+def test_report_fits_on_the_labelled_train_clips_only(report, tiny_data):
+    """A transfer set's train clips (no hard label) take no part in fitting the thresholds."""
+    from mark2_lib.data import UNLABELLED, Manifest
+
+    (table, _), manifest = report
+    df = manifest.df.copy()
+    train = np.flatnonzero(df["split"] == "train")
+    df.loc[train[::2], "label"] = UNLABELLED
+    with_transfer = Manifest(manifest.root, df, manifest.skipped)
+    got, _ = B.baseline_report(with_transfer)
+    fit = B.score_split(manifest.root, "train").iloc[1::2]  # the train clips that kept their label
+    for name in B.ESTIMATORS:
+        assert -got.loc[f"{name}_baseline", "snr_threshold_db"] == B.fit_threshold(
+            B.noise_score(fit[f"{name}_db"]), fit["label"])
+    df.loc[train, "label"] = UNLABELLED
+    with pytest.raises(ValueError, match="'train' split has no clip with a hard label"):
+        B.baseline_report(Manifest(manifest.root, df, manifest.skipped))
+

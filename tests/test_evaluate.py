@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mark2_lib.audio import n_segments
 from mark2_lib.data import Manifest
-from mark2_lib.evaluate import breakdown, gap_recovery, mean_std_table
+from mark2_lib.evaluate import breakdown, gap_recovery, mean_std_table, snr_band_auc, teacher_agreement
 from mark2_lib.metrics import ece_floor, expected_calibration_error
 from mark2_lib.models import WaveformClassifier, build_model
 from mark2_lib.timing import join_clips, pass_times, speed_audio, speed_table
@@ -43,6 +43,39 @@ def test_gap_recovery_and_mean_std_table():
     same = means.copy()
     same.loc["teacher", "macro_f1"] = same.loc["hard_only_student", "macro_f1"]
     assert np.isnan(gap_recovery(same))  # no gap: nothing to recover
+
+
+def test_teacher_agreement_by_hand():
+    score, p_teacher = [0.9, 0.2, 0.6, 0.4], [0.8, 0.3, 0.4, 0.45]
+    got = teacher_agreement(score, p_teacher)
+    assert got["agrees_with_teacher"] == 0.75  # labels 1, 0, 1, 0 against the teacher's 1, 0, 0, 0
+    # deviations from the means 0.525 and 0.4875, summed products and squares written out
+    assert got["corr_with_teacher"] == pytest.approx(0.17625 / math.sqrt(0.2675 * 0.141875), rel=1e-12)
+    # a blind estimator: score -SNR, noisy at or below 10 dB, so its threshold is -10
+    snr = np.array([3.0, 30.0, 10.0, 8.0])  # noisy, clean, noisy (at the threshold), noisy
+    assert teacher_agreement(-snr, p_teacher, threshold=-10.0)["agrees_with_teacher"] == 0.5
+    assert np.isnan(teacher_agreement([0.7] * 4, p_teacher)["corr_with_teacher"])  # a constant score
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        teacher_agreement([0.1, 0.2], p_teacher)
+
+
+def test_snr_band_auc_by_hand():
+    """Each band's noisy clips against all clean ones; AUC = share of (noisy, clean) pairs ranked right."""
+    ids = list("abcdefgh")
+    snr = [2.0, 4.0, 10.0, 20.0, None, None, None, 30.0]
+    truth = pd.DataFrame({"clip_id": ids, "snr_db": snr}).iloc[::-1]  # order of truth.csv does not matter
+    score = [0.9, 0.3, 0.5, 0.2, 0.1, 0.4, 0.35, 0.05]  # the clean clips score 0.1, 0.4, 0.35
+    table = snr_band_auc({"m": score, "flipped": [-x for x in score]}, ids, truth, edges=(5, 15, 25, 27))
+    want = {"<=5dB": 4 / 6, "5-15dB": 1.0, "15-25dB": 1 / 3, "25-27dB": np.nan, ">27dB": 0.0}
+    assert list(table.columns) == list(want)
+    np.testing.assert_allclose(table.loc["m"].to_numpy(), list(want.values()))
+    np.testing.assert_allclose(table.loc["flipped"].dropna().to_numpy(), [2 / 6, 0.0, 2 / 3, 1.0])
+    assert table.attrs["n_noisy"] == {"<=5dB": 2, "5-15dB": 1, "15-25dB": 1, "25-27dB": 0, ">27dB": 1}
+    assert table.attrs["n_clean"] == 3
+    with pytest.raises(ValueError, match="no snr_db"):
+        snr_band_auc({"m": score}, ids, truth.drop(columns="snr_db"))
+    with pytest.raises(ValueError, match="m: 2 scores for 8 clips"):
+        snr_band_auc({"m": score[:2]}, ids, truth)
 
 
 def _macs_per_second_of_audio(net):
@@ -272,3 +305,62 @@ def test_counting_a_model_does_not_move_the_global_rng():
     torch.manual_seed(3)
     count_parameters(model), macs_per_second(model)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_teacher_band_report_scores_the_teacher_and_each_estimator_at_its_threshold():
+    from mark2_lib.experiments import teacher_band_report
+
+    ids = list("abcdef")
+
+    class Split:
+        clip_ids = ids
+
+    class Data:  # what the report reads of a Dataset
+        truth = pd.DataFrame({"clip_id": ids, "snr_db": [1, 10, 20, None, None, 30]})
+
+        def split(self, name):
+            assert name == "test"
+            return Split()
+
+        def teacher_p_noise(self, clip_ids):
+            return np.array([0.9, 0.6, 0.3, 0.2, 0.1, 0.4])  # labels 1, 1, 0, 0, 0, 0
+
+    per_seed = pd.DataFrame({"model": ["teacher"], "seed": [None], "run_dir": [None]})
+    baselines = pd.DataFrame({"snr_threshold_db": [8.0, 12.0]}, index=["stnr_baseline", "wada_baseline"])
+    clips = pd.DataFrame({"clip_id": ids[::-1], "stnr_db": [25, 40, 35, 18, 9, 2.0],   # f..a
+                          "wada_db": [20, 30, np.nan, 15, 11, 3]})
+    table, summary = teacher_band_report(per_seed, Data(), baselines, clips)
+    rows = table.set_index("model")
+    assert rows.loc["teacher", "agrees_with_teacher"] == 1.0 and rows.loc["teacher", "corr_with_teacher"] == 1.0
+    assert rows.loc["stnr_baseline", "agrees_with_teacher"] == pytest.approx(5 / 6)  # noisy at <= 8 dB: a only
+    assert rows.loc["wada_baseline", "agrees_with_teacher"] == 1.0                  # <= 12 dB: a and b
+    stnr = np.array([2, 9, 18, 35, 40, 25.0])                                      # a..f
+    assert rows.loc["stnr_baseline", "corr_with_teacher"] == pytest.approx(
+        np.corrcoef(-stnr, [0.9, 0.6, 0.3, 0.2, 0.1, 0.4])[0, 1])
+    # the teacher per band: a (0.9), b (0.6), c (0.3), f (0.4) each against the clean d (0.2) and e (0.1)
+    assert rows.loc["teacher", ["auc<=5dB", "auc5-15dB", "auc15-25dB", "auc>25dB"]].tolist() == [1.0] * 4
+    assert summary.loc["stnr_baseline", "agrees_with_teacher"] == "0.833 ± 0.000"
+
+
+def test_speed_report_times_dnsmos_on_a_share_of_the_clips(tmp_path, monkeypatch):
+    import json
+
+    import soundfile as sf
+
+    from mark2_lib import dnsmos
+    from mark2_lib.evaluate import speed_report
+
+    torch.manual_seed(0)
+    net = build_model("student")
+    (tmp_path / "config.json").write_text(json.dumps({"audio": net.audio.to_dict(), "model": net.config.to_dict()}))
+    torch.save(net.encoder.state_dict(), tmp_path / "encoder.pt")
+    torch.save(net.head.state_dict(), tmp_path / "head.pt")
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"c{i}.wav")
+        sf.write(str(paths[-1]), np.random.default_rng(i).uniform(-0.3, 0.3, SR).astype(np.float32), SR)
+    seen = []
+    monkeypatch.setattr(dnsmos, "realtime_factor", lambda waves: seen.append(len(waves)) or 5.0)
+    table, line = speed_report(tmp_path, paths, SR, teacher="dnsmos", dnsmos_clips=4)
+    assert seen == [4] and table.loc["teacher", "x real time"] == 5.0
+    assert line.startswith(f"the student is {table.loc['student', 'x real time'] / 5.0:.1f}x faster than the DNSMOS")

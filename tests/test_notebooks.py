@@ -263,6 +263,21 @@ def check_05_outputs(ws, ts):
     best = re.search(r"best blind estimator: (\w+) \(ROC-AUC (\d\.\d{4})\)", printed)
     assert best[1] == max(auc, key=auc.get) and float(best[2]) == pytest.approx(max(auc.values()), abs=6e-5)
 
+    # how close to the teacher: the teacher agrees with itself; each estimator's ROC-AUC in the lowest SNR band
+    # recomputed from its estimates (the clips mixed at <= 5 dB against those with no noise mixed in)
+    close = pd.read_csv(io.StringIO(table_with_header(tables, "model", "seed", "agrees_with_teacher")), sep=r"\s+")
+    assert list(close["model"]) == list(per_seed["model"]) + ["stnr_baseline", "wada_baseline"]
+    assert close.set_index("model").loc["teacher", ["agrees_with_teacher", "corr_with_teacher"]].tolist() == [1, 1]
+    snr = truth.loc[test["clip_id"], "snr_db"].to_numpy()
+    low, clean = snr <= 5, np.isnan(snr)
+    for k in ("stnr", "wada"):
+        score, got = noise_score(clips[f"{k}_db"]), close.set_index("model").loc[f"{k}_baseline", "auc<=5dB"]
+        if not (low.any() and clean.any()):  # an empty band has no AUC
+            assert np.isnan(got)
+            continue
+        want = roc_auc_score(np.r_[np.ones(low.sum()), np.zeros(clean.sum())], np.r_[score[low], score[clean]])
+        assert got == pytest.approx(want, abs=6e-5)
+
     # the speed table: the seed-0 KD student's and the teacher's parameters and MACs
     (kd_run,) = (ws["runs"] / "compare").glob("kd_student_s0-*")
     models = {"student": load_classifier(kd_run), "teacher": load_classifier(ws["runs"] / "teacher")}

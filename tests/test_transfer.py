@@ -296,3 +296,19 @@ def test_label_balance_counts_the_unlabelled_clips(tmp_path):
     ax = plot_label_balance(m.df)
     heights = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
     assert heights == {"clean": [1, 1, 0], "noise": [1, 0, 1], "unlabelled": [2, 0, 0]}  # train, val, test
+
+
+def test_label_vs_snr_draws_the_labelled_clips_as_dots_and_all_on_the_curve():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from mark2_lib.plots import plot_label_vs_snr
+
+    truth = pd.DataFrame({"clip_id": list("abcde"), "noise_type": ["fan"] * 4 + ["none"],
+                          "snr_db": [0.0, 5.0, 10.0, 15.0, None], "label": ["noise", None, "clean", None, "clean"],
+                          "p_noise_annotator": [0.9, 0.7, 0.3, 0.1, 0.0]})
+    ax = plot_label_vs_snr(truth).axes[0]
+    dots = ax.collections[0].get_offsets()
+    assert list(dots[:, 0]) == [0.0, 10.0] and list(dots[:, 1].round()) == [1.0, 0.0]  # the unlabelled: no dot
+    assert list(ax.lines[0].get_xdata()) == [0.0, 5.0, 10.0, 15.0]

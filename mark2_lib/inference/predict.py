@@ -10,6 +10,9 @@ see, `audio.stream_windows_of`). The windows of each block arrive as one stretch
 (`LogMel.stretch`); segments from all files share batches through the model's segment path, and
 each file's segment logits are then pooled with the model's own pooling. For a file at the run's
 sample rate the result equals `load_classifier(run)(load_audio(path)[None])` up to float rounding.
+A model with a clip context (`ModelConfig.clip_context`) runs its encoder in those batches and its head
+on each file once the file has ended, so it holds a file's segment features until then (about 10 KB
+per second of audio for the student); the ONNX path has no clip context.
 """
 from __future__ import annotations
 
@@ -28,48 +31,16 @@ from ..atomic import atomic_write
 from ..audio import segment_times
 from ..config import MIN_SECONDS, SILENCE_DBFS, AudioConfig
 from ..errors import DataError
-from ..models import WaveformClassifier
+from ..context import clip_context
+from ..models import ClipClassifier, WaveformClassifier
 from ..run_folders import load_classifier
+from .files import find_audio
 from .onnx_model import OnnxClassifier, is_onnx_file
 from .stream import BLOCK_FRAMES, stream_stretches
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")  # matched case-insensitively
 CLIP_COLUMNS = ["path", "p_noise", "label", "n_segments", "error"]
 SEGMENT_COLUMNS = ["path", "segment", "start_s", "end_s", "p_noise", "label"]
 SILENT = "silent"  # the label of a file (and its segments) with nothing audible in it: no p_noise
-
-# ----------------------------------------------------------------------------- finding files
-
-
-def find_audio(paths) -> tuple[list[tuple[Path, str]], int]:
-    """Expand files and folders (recursively, sorted) into a list of (file, error), in argument order.
-
-    error is "" for a file to read, or the message for a PATH that does not exist or a folder
-    without audio files. A file named directly is always kept, whatever its extension (reading it
-    decides). Also returns how many non-audio files inside folders were left out.
-    """
-    entries, n_ignored, seen = [], 0, set()
-    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
-        if p.is_dir():
-            found = []
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS:
-                    found.append(f)
-                elif f.is_file():
-                    n_ignored += 1
-            if not found:
-                entries.append((p, f"{p}: folder holds no audio files ({' '.join(AUDIO_EXTENSIONS)})"))
-        elif p.exists():
-            found = [p]
-        else:
-            entries.append((p, f"{p}: file not found"))
-            continue
-        for f in found:
-            if f not in seen:
-                seen.add(f)
-                entries.append((f, ""))
-    return entries, n_ignored
-
 
 # ----------------------------------------------------------------------------- prediction
 
@@ -81,6 +52,7 @@ class _Clip:
     path: Path
     logits: list = field(default_factory=list)
     emb: list = field(default_factory=list)
+    features: list = field(default_factory=list)  # a clip-context model's segment features, until the file ends
     n_samples: int = 0
     error: str = ""
     peak: float = 0.0     # largest |sample| of the mono mix at the run's rate
@@ -133,6 +105,7 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     model = _as_model(run_dir_or_model)
     cfg = model.audio
     onnx = isinstance(model, OnnxClassifier)
+    context = not onnx and model.model.clip_context != "none"  # the head waits for the whole file (`_clip_head`)
     attention = not onnx and model.model.pooling == "attention" and model.model.head.attention is not None
     entries, n_ignored = find_audio(paths)
     clips = [_Clip(p, error=msg) for p, msg in entries]
@@ -152,10 +125,17 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
         n_pending[0] -= got
         if not take:
             return
-        logits, emb = model.model.segment_forward(torch.cat([f for _, f in take]))
+        x = torch.cat([f for _, f in take])
+        if context:  # the encoder only: the head reads the whole file's context once the file has ended
+            emb = model.model.flatten(model.model.encoder(x))
+        else:
+            logits, emb = model.model.segment_forward(x)
         i = 0
         for clip, f in take:
-            if not clip.error:
+            if not clip.error and context:
+                clip.features.append(f)
+                clip.emb.extend(emb[i:i + len(f)])
+            elif not clip.error:
                 clip.logits.extend(logits[i:i + len(f)])
                 if attention:
                     clip.emb.extend(emb[i:i + len(f)])
@@ -204,6 +184,8 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
             flush(n_pending[0])
             clip_rows, seg_rows = [], []
             for clip in clips:
+                if context and not clip.error:
+                    _clip_head(model.model, clip)
                 clip_rows.append(_clip_row(model, clip, attention, threshold))
                 if segments and not clip.error:
                     seg_rows += _segment_rows(clip, cfg, threshold)
@@ -213,6 +195,14 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
     clip_df.attrs["n_ignored"] = n_ignored  # non-audio files inside folders, for the summary
     seg_df = pd.DataFrame(seg_rows, columns=SEGMENT_COLUMNS) if segments else None
     return clip_df, seg_df
+
+
+def _clip_head(model: ClipClassifier, clip: _Clip) -> None:
+    """A clip-context model's head on one whole file: each segment's embedding joined to the file's context,
+    computed from all its segments' features (held until the file ends: about 10 KB per second of audio)."""
+    context = clip_context(model.clip_context, torch.cat(clip.features)[None])   # [1, K]
+    emb = model.head.join(torch.stack(clip.emb), context.expand(len(clip.emb), context.shape[1]))
+    clip.logits, clip.emb, clip.features = list(model.head(emb)), list(emb), []
 
 
 def _judge(clip: _Clip, sample_rate: int, min_seconds: float, silence: float | None) -> None:

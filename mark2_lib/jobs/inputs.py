@@ -23,7 +23,7 @@ import soundfile as sf
 
 from ..data.labels import read_csv_rows
 from ..errors import DataError
-from ..inference.predict import find_audio
+from ..inference.files import find_audio
 
 LIST_SUFFIXES = (".txt",)
 CSV_SUFFIXES = (".csv",)
@@ -46,7 +46,7 @@ class Item:
 def read_inputs(inputs, root=None) -> list[Item]:
     """Every record of `inputs` (a path or a list of them) as an Item, in order; see the module docstring.
 
-    Folders are recursed (sorted, audio extensions as inference.predict.AUDIO_EXTENSIONS); *.txt is a
+    Folders are recursed (sorted, audio extensions as inference.files.AUDIO_EXTENSIONS); *.txt is a
     file list (one path per line, relative to the list's folder, '#' comments); *.csv is mark2's
     labels.csv (clip_id and path columns; relative paths against its folder; the audio is not checked
     here, the scorer reads it); *.jsonl / *.json is a NeMo-style manifest (one JSON object per line,

@@ -177,7 +177,7 @@ def soft_labels_job(teacher, inputs, out, *, root=None, segments: bool = False, 
 def predict_items(inputs, root=None) -> tuple[list[Item], int]:
     """read_inputs, except that a PATH that does not exist is an error row (as `mark2 predict` always did),
     not an exception; also returns how many non-audio files inside folders were left out."""
-    from ..inference.predict import find_audio
+    from ..inference.files import find_audio
 
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     n_ignored = sum(find_audio([p])[1] for p in inputs if Path(p).is_dir())
