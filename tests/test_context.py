@@ -189,6 +189,37 @@ def test_predict_scores_each_file_with_its_whole_clips_context(tmp_path, pooling
         np.testing.assert_allclose(got, torch.softmax(seg, -1)[0, :, 1].numpy(), atol=1e-5)
 
 
+def test_predict_runs_each_files_head_as_soon_as_its_segments_are_encoded(tmp_path, monkeypatch):
+    """Memory stays bounded by the file being read: when a file's head runs, no earlier file still holds
+    its segment features, and the head of each file runs before the last file has been read."""
+    import soundfile as sf
+
+    from mark2_lib.inference import predict
+
+    torch.manual_seed(0)
+    run = save_run(tmp_path / "run", ClipClassifier(AUDIO, SMALL).eval(), SMALL)
+    rng, paths = np.random.default_rng(1), []
+    for i in range(6):
+        paths.append(tmp_path / "audio" / f"f{i}.wav")
+        paths[-1].parent.mkdir(exist_ok=True)
+        sf.write(str(paths[-1]), rng.uniform(-0.5, 0.5, 3 * 16000).astype(np.float32), 16000, subtype="FLOAT")
+    holding, order, real_head = [], [], predict._clip_head
+
+    def head(model, clip):
+        order.append(clip.path.name)
+        holding.append(sum(1 for c in clips_seen if c.features))
+        real_head(model, clip)
+        assert clip.features == []  # freed
+
+    clips_seen = []
+    real_clip = predict._Clip
+    monkeypatch.setattr(predict, "_Clip", lambda *a, **k: clips_seen.append(real_clip(*a, **k)) or clips_seen[-1])
+    monkeypatch.setattr(predict, "_clip_head", head)
+    predict.predict_paths(run, paths, batch_size=4, progress=False)
+    assert order == [p.name for p in paths]
+    assert max(holding) <= 2, holding  # the file whose head runs, and at most the one being read
+
+
 def test_onnx_export_refuses_a_clip_context_model_and_torchscript_keeps_it(tmp_path):
     from mark2_lib.inference.export import export_run
 

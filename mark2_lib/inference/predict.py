@@ -112,6 +112,18 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
 
     pending: list[tuple[_Clip, torch.Tensor]] = []  # segment features waiting for the model, in order
     n_pending = [0]
+    waiting: list[_Clip] = []  # clip-context files read to their end whose head has not run yet, in order
+
+    def run_heads():
+        """The head of each waiting file none of whose segments is pending any more (`pending` is in file
+        order, so those are the files before the first pending segment's); its features are then freed."""
+        first = pending[0][0] if pending else None
+        while waiting and waiting[0] is not first:
+            clip = waiting.pop(0)
+            if clip.error:
+                clip.features, clip.emb = [], []
+            else:
+                _clip_head(model.model, clip)
 
     def flush(n: int):
         """Run the model on the first `n` pending segments (a stretch may be split between two passes)."""
@@ -140,6 +152,7 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
                 if attention:
                     clip.emb.extend(emb[i:i + len(f)])
             i += len(f)
+        run_heads()
 
     bar = tqdm(total=len(clips), desc="predict", unit="file", disable=not progress, file=sys.stderr)
     seconds, last_refresh = [0.0], [0.0]
@@ -180,12 +193,14 @@ def predict_paths(run_dir_or_model, paths, batch_size: int = 64, segments: bool 
                         clip.logits, clip.emb = [], []
                 if not clip.error:
                     _judge(clip, cfg.sample_rate, min_seconds, silence)
+                if context:
+                    waiting.append(clip)
+                    run_heads()
                 bar.update(1)
             flush(n_pending[0])
+            run_heads()
             clip_rows, seg_rows = [], []
             for clip in clips:
-                if context and not clip.error:
-                    _clip_head(model.model, clip)
                 clip_rows.append(_clip_row(model, clip, attention, threshold))
                 if segments and not clip.error:
                     seg_rows += _segment_rows(clip, cfg, threshold)
