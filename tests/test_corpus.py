@@ -93,7 +93,7 @@ def fake_corpus(tmp_path_factory):
     t = np.arange(3 * SR) / SR
     fake_package(pk, "sonic-pi-samples", {f"usr/share/sonic-pi/samples/{name}.flac": 0.3 * np.sin(2 * np.pi * 997 * t)
                                           for name in sources.NOISE_SAMPLES})
-    with pytest.warns(UserWarning, match="DNSMOS is not installed"):
+    with pytest.warns(UserWarning, match=r"DNSMOS was turned off \(--no-dnsmos\)"):
         clips = corpus.build_real_corpus(out, n_clips=20, clip_seconds=0.5, use_dnsmos=False, progress=False,
                                          packages=tuple(p.name for p in sorted(pk.iterdir())))
     return clips
@@ -143,7 +143,7 @@ def test_screening_verdicts(tmp_path):
     assert screening.measure_file(tmp_path / "text.wav")[1].startswith("unreadable")
     rows = [{"path": str(tmp_path / f"{s}.wav"), "status": "candidate", "seconds": math.nan}
             for s in ("clean", *BAD)]
-    with pytest.warns(UserWarning, match="DNSMOS is not installed"):
+    with pytest.warns(UserWarning, match=r"DNSMOS was turned off \(--no-dnsmos\)"):
         how = screening.screen_sources(rows, tmp_path / "cache", use_dnsmos=False, progress=False)
     assert "blind SNR only" in how
     got = {Path(r["path"]).stem: (r["status"], r["reason"]) for r in rows}
@@ -229,4 +229,6 @@ def test_sources_record(fake_corpus):
     assert {Path(f).name for f in used} <= clean_names and not {Path(f).stem for f in used} & set(BAD)
     text = (fake_corpus / "SOURCES.md").read_text()
     assert "| gcin-voice | 1.0-1 | GPL-2+ |" in text and "## Screening of the dry sources" in text
+    all_row = next(line for line in text.splitlines() if line.startswith("| all |")).split(" | ")
+    assert all_row[4] == "-" and all_row[-1] == "- |", all_row  # no DNSMOS: mean BAK unknown, not 0.00
     assert (fake_corpus / "licenses" / "tuxpaint-stamps-default.copyright").is_file()

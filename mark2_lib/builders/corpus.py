@@ -50,8 +50,9 @@ def summary(rows: list[dict]) -> list[dict]:
     def stats(rs):
         screened = [r for r in rs if r["status"] in USED_STATUSES]
         clean = [r for r in screened if r["status"] == "clean"]
-        mean_bak = lambda g: (sum(r["bak"] for r in g if r["bak"] == r["bak"]) /  # noqa: E731
-                              max(sum(r["bak"] == r["bak"] for r in g), 1)) if g else math.nan
+        def mean_bak(group):  # NaN when no file of the group has a BAK (screened without DNSMOS)
+            scored = [r["bak"] for r in group if r["bak"] == r["bak"]]
+            return sum(scored) / len(scored) if scored else math.nan
         return {"files": len(screened), "minutes": sum(r["seconds"] for r in screened if r["seconds"] == r["seconds"]) / 60,
                 "speakers": len({r["speaker"] for r in screened}), "bak": mean_bak(screened),
                 "clean_files": len(clean), "clean_minutes": sum(r["seconds"] for r in clean) / 60,
@@ -67,9 +68,10 @@ def summary_markdown(table: list[dict], screening: str) -> str:
     lines = [f"## Screening of the dry sources ({screening})", "",
              "| package | files | minutes | speaker groups | mean BAK | clean files | clean minutes | clean groups "
              "| mean BAK (clean) |", "|---|---|---|---|---|---|---|---|---|"]
+    bak = lambda v: "-" if v != v else f"{v:.2f}"  # noqa: E731  (no DNSMOS score: "-", not 0)
     for t in table:
-        lines.append(f"| {t['package']} | {t['files']} | {t['minutes']:.1f} | {t['speakers']} | {t['bak']:.2f} "
-                     f"| {t['clean_files']} | {t['clean_minutes']:.1f} | {t['clean_speakers']} | {t['clean_bak']:.2f} |")
+        lines.append(f"| {t['package']} | {t['files']} | {t['minutes']:.1f} | {t['speakers']} | {bak(t['bak'])} "
+                     f"| {t['clean_files']} | {t['clean_minutes']:.1f} | {t['clean_speakers']} | {bak(t['clean_bak'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -122,10 +122,12 @@ def screen_sources(rows: list[dict], cache_dir, use_dnsmos: bool | None = None, 
         if m:
             r["seconds"] = m["seconds"]
         r.update(sig=math.nan, bak=math.nan, reason=problem, status="rejected" if problem else "candidate")
-    use_dnsmos = dnsmos_available() if use_dnsmos is None else use_dnsmos
+    why_not = ("DNSMOS is not installed (pip install -e '.[dnsmos]')" if use_dnsmos is None and not dnsmos_available()
+               else "DNSMOS was turned off (--no-dnsmos)" if use_dnsmos is False else "")
+    use_dnsmos = not why_not
     if not use_dnsmos:
-        how = ("signal checks and blind SNR only: DNSMOS is not installed (pip install -e '.[dnsmos]'), "
-               "so background noise is judged by a blind SNR estimate, not DNSMOS")
+        how = (f"signal checks and blind SNR only: {why_not}, so background noise is judged by a blind SNR "
+               "estimate, not DNSMOS")
         warnings.warn(f"screening the real corpus's sources with {how}", stacklevel=2)
     else:
         how = f"signal checks and DNSMOS (BAK >= {BAK_MIN:g}, SIG >= {SIG_MIN:g})"
