@@ -53,20 +53,39 @@ def declared_parameters(path) -> set[str]:
     return set(pm.inspect_notebook(str(path)))
 
 
+def selected_notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks, or those whose name starts with an entry of `only`."""
+    return [nb for nb in numbered_notebooks() if not only or any(nb.name.startswith(o) for o in only)]
+
+
+def check_common_parameters(common: dict | None, notebooks: list[Path]) -> dict[Path, set[str]]:
+    """Each notebook's declared parameters; ValueError naming any `common` parameter that none of
+    `notebooks` declares (a typo would otherwise be dropped without a word)."""
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    known = set().union(*declared.values())
+    unknown = sorted(set(common or {}) - known)
+    if unknown:
+        raise ValueError(f"parameter(s) {', '.join(unknown)}: declared by none of "
+                         f"{', '.join(nb.name for nb in notebooks) or 'the notebooks'}; they declare: "
+                         f"{', '.join(sorted(known))}")
+    return declared
+
+
 def run_all(out_dir=None, parameters: dict[str, dict] | None = None, timeout: int = 900,
             only: list[str] | None = None, common: dict | None = None) -> list[tuple[str, float]]:
     """Run every numbered notebook (or those whose name starts with an entry of `only`).
 
     `parameters` maps a notebook's stem to its parameters; `common` parameters go to every notebook
-    that declares them (e.g. data_dir), so one set of options can steer the whole workbook.
+    that declares them (e.g. data_dir), so one set of options can steer the whole workbook. A common
+    parameter that none of the notebooks to run declares (a typo) is a ValueError before any runs.
     """
     out_dir = Path(out_dir) if out_dir else repo_root() / "runs" / "executed"
     parameters = parameters or {}
+    notebooks = selected_notebooks(only)
+    declared = check_common_parameters(common, notebooks)
     times = []
-    for nb in numbered_notebooks():
-        if only and not any(nb.name.startswith(o) for o in only):
-            continue
-        params = {k: v for k, v in (common or {}).items() if k in declared_parameters(nb)}
+    for nb in notebooks:
+        params = {k: v for k, v in (common or {}).items() if k in declared[nb]}
         params.update(parameters.get(nb.stem, {}))
         print(f"==> {nb.name} -> {out_dir / nb.name}" + (f" {params}" if common else ""), flush=True)
         seconds = run_notebook(nb, out_dir / nb.name, params, timeout, cwd=nb.parent)

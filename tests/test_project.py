@@ -110,3 +110,33 @@ def test_gitignore_keeps_generated_things_out():
     ignored = (ROOT / ".gitignore").read_text().split()
     for entry in (".venv/", "runs/", "data/default/", "data/cache/"):
         assert entry in ignored
+
+
+def test_workbook_real_passes_only_parameters_its_notebooks_declare():
+    """`make workbook-real` steers notebooks 01-05 with -p NAME=VALUE; a name none of them declares
+    (a typo, or a parameter since renamed) would change nothing, so run-notebooks refuses it."""
+    import shlex
+    import subprocess
+
+    from mark2_lib.workbook import check_common_parameters, selected_notebooks
+
+    line = subprocess.run(["make", "-n", "-s", "-o", "data-real", "-o", "setup-dnsmos", "workbook-real"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    args = shlex.split(line)
+    assert "run-notebooks" in args, line
+    common = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "-p")
+    assert {"data_dir", "teacher", "alpha", "temperature", "student_config"} <= set(common)
+    check_common_parameters(common, selected_notebooks(["01", "02", "03", "04", "05"]))
+    with pytest.raises(ValueError, match="alpah: declared by none of 03_train.ipynb"):
+        check_common_parameters({"alpah": "1.0", "alpha": "1.0"}, selected_notebooks(["03"]))
+
+
+def test_run_notebooks_refuses_an_undeclared_parameter_before_running_anything(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "executed"
+    r = subprocess.run([sys.executable, "-m", "mark2_lib", "run-notebooks", "--only", "01", "--out", str(out),
+                        "-p", "datadir=x"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "datadir: declared by none of 01_data.ipynb" in r.stderr, r.stderr
+    assert not out.exists()
