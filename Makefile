@@ -89,7 +89,8 @@ data-real: setup-dnsmos
 # against 0.834, 3 seeds) and its P(noise) follows DNSMOS's more closely (correlation 0.848 against 0.829).
 # Notebook 04 sweeps a smaller alpha x T grid here (7 runs, not 21) on 1,800 training clips.
 REAL_PARAMS := -p data_dir=data/real/clips -p teacher=dnsmos -p dnsmos_segments= -p teacher_speed=dnsmos \
-	-p student_config=clip_context=level_stats -p alpha=1.0 -p temperature=1.0 -p default_alpha=1.0 -p default_temperature=1.0 \
+	-p student_config=clip_context=level_stats \
+	-p alpha=1.0 -p temperature=1.0 -p default_alpha=1.0 -p default_temperature=1.0 \
 	-p 'alphas=[0,0.5,0.7,1]' -p 'temperatures=[1,4]' \
 	-p run_name=real/student -p sweep_name=real/sweep -p compare_name=real/compare -p export_path=runs/real/student.ts
 workbook-real: data-real setup-dnsmos

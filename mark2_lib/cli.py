@@ -42,7 +42,7 @@ def _make_real_data(args) -> int:
 def _run_notebooks(args) -> int:
     import json
 
-    from .workbook import check_common_parameters, run_all, selected_notebooks
+    from .workbook import UndeclaredParameterError, run_all
 
     common = {}
     for item in args.param or []:
@@ -54,14 +54,12 @@ def _run_notebooks(args) -> int:
             common[name] = json.loads(value)  # numbers, true/false, lists; anything else is a string
         except ValueError:
             common[name] = value
-    # The sliders of 04 need a live browser; headless runs draw the same figures statically.
-    try:
-        check_common_parameters(common, selected_notebooks(args.only or None))
-    except ValueError as e:  # a -p name that no notebook to run declares
+    try:  # the sliders of 04 need a live browser; headless runs draw the same figures statically
+        run_all(out_dir=args.out, timeout=args.timeout, only=args.only or None,
+                parameters={"04_explore_alpha_T": {"interactive": False}}, common=common)
+    except UndeclaredParameterError as e:  # raised before any notebook runs
         print(f"error: -p {e}", file=sys.stderr)
         return 2
-    run_all(out_dir=args.out, timeout=args.timeout, only=args.only or None,
-            parameters={"04_explore_alpha_T": {"interactive": False}}, common=common)
     return 0
 
 

@@ -58,14 +58,18 @@ def selected_notebooks(only: list[str] | None = None) -> list[Path]:
     return [nb for nb in numbered_notebooks() if not only or any(nb.name.startswith(o) for o in only)]
 
 
+class UndeclaredParameterError(ValueError):
+    """A parameter meant for the workbook that none of the notebooks to run declares."""
+
+
 def check_common_parameters(common: dict | None, notebooks: list[Path]) -> dict[Path, set[str]]:
-    """Each notebook's declared parameters; ValueError naming any `common` parameter that none of
-    `notebooks` declares (a typo would otherwise be dropped without a word)."""
+    """Each notebook's declared parameters; UndeclaredParameterError naming any `common` parameter that
+    none of `notebooks` declares (a typo would otherwise be dropped without a word)."""
     declared = {nb: declared_parameters(nb) for nb in notebooks}
     known = set().union(*declared.values())
     unknown = sorted(set(common or {}) - known)
     if unknown:
-        raise ValueError(f"parameter(s) {', '.join(unknown)}: declared by none of "
+        raise UndeclaredParameterError(f"parameter(s) {', '.join(unknown)}: declared by none of "
                          f"{', '.join(nb.name for nb in notebooks) or 'the notebooks'}; they declare: "
                          f"{', '.join(sorted(known))}")
     return declared
@@ -77,7 +81,7 @@ def run_all(out_dir=None, parameters: dict[str, dict] | None = None, timeout: in
 
     `parameters` maps a notebook's stem to its parameters; `common` parameters go to every notebook
     that declares them (e.g. data_dir), so one set of options can steer the whole workbook. A common
-    parameter that none of the notebooks to run declares (a typo) is a ValueError before any runs.
+    parameter that none of the notebooks to run declares (a typo) raises UndeclaredParameterError before any runs.
     """
     out_dir = Path(out_dir) if out_dir else repo_root() / "runs" / "executed"
     parameters = parameters or {}

@@ -118,7 +118,7 @@ def test_workbook_real_passes_only_parameters_its_notebooks_declare():
     import shlex
     import subprocess
 
-    from mark2_lib.workbook import check_common_parameters, selected_notebooks
+    from mark2_lib.workbook import UndeclaredParameterError, check_common_parameters, selected_notebooks
 
     line = subprocess.run(["make", "-n", "-s", "-o", "data-real", "-o", "setup-dnsmos", "workbook-real"], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -127,7 +127,7 @@ def test_workbook_real_passes_only_parameters_its_notebooks_declare():
     common = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "-p")
     assert {"data_dir", "teacher", "alpha", "temperature", "student_config"} <= set(common)
     check_common_parameters(common, selected_notebooks(["01", "02", "03", "04", "05"]))
-    with pytest.raises(ValueError, match="alpah: declared by none of 03_train.ipynb"):
+    with pytest.raises(UndeclaredParameterError, match="alpah: declared by none of 03_train.ipynb"):
         check_common_parameters({"alpah": "1.0", "alpha": "1.0"}, selected_notebooks(["03"]))
 
 
