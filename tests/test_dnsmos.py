@@ -230,3 +230,26 @@ def test_notebook_02_scores_dnsmos_on_the_local_engine(clips, tmp_path):
     assert set(soft["teacher"]) == {"dnsmos"}
     assert "DNSMOS: 6 clips" in "".join("".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
                                          for o in c.get("outputs", []))
+
+
+def test_source_screening_scores_dry_files_with_the_real_model(clips, model, tmp_path, monkeypatch):
+    """`make data-real` screens each dry source with DNSMOS (builders.screening.dnsmos_scores): the
+    scores are the model's own, a file it cannot read gets its error, and a second call reads the cache."""
+    from mark2_lib.builders import screening
+    from mark2_lib.jobs import shards
+
+    paths = [str(clips / "audio" / f"c{i}.wav") for i in range(3)]
+    (tmp_path / "bad.wav").write_text("not audio")
+    scores = screening.dnsmos_scores([*paths, str(tmp_path / "bad.wav")], tmp_path / "cache", engine="serial",
+                                     progress=False)
+    for p in paths:
+        wave, _ = sf.read(p, dtype="float32")
+        assert scores[p] == pytest.approx(model.score(wave), abs=1e-6)
+    assert isinstance(scores[str(tmp_path / "bad.wav")], str) and "bad.wav" in scores[str(tmp_path / "bad.wav")]
+    def no_engine(*args, **kwargs):
+        raise AssertionError("every score is cached: no engine should start")
+
+    monkeypatch.setattr(shards, "run_sharded", no_engine)
+    assert screening.dnsmos_scores(paths, tmp_path / "cache", progress=False) == {p: scores[p] for p in paths}
+    with pytest.raises(ValueError, match="engine='threads'"):  # refused by name, even with nothing to score
+        screening.dnsmos_scores(paths, tmp_path / "cache", engine="threads", progress=False)

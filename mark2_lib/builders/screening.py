@@ -87,10 +87,12 @@ def dnsmos_scores(paths, cache_dir, engine: str = "local", workers: int | None =
     scored on `engine` in shards (as `teacher.score_dnsmos`), every score kept in the content cache."""
     from ..config import AudioConfig
     from ..dnsmos import DnsmosCache
+    from ..jobs.engines import check_engine
     from ..jobs.inputs import Item
-    from ..jobs.scorers import DnsmosSpec
     from ..jobs.shards import run_sharded
+    from ..jobs.teachers import DnsmosSpec
 
+    check_engine(engine, workers)  # a bad engine or worker count fails even when every score is cached
     cache = DnsmosCache(cache_dir, AudioConfig())
     cache.folder.mkdir(parents=True, exist_ok=True)
     paths = sorted(set(map(str, paths)))
