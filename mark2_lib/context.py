@@ -57,6 +57,20 @@ def level_stats(features: torch.Tensor, segment_mask: torch.Tensor) -> torch.Ten
     return torch.stack([p95 - p10, p95 - p50, p50 - p10, var.sqrt()], dim=1)
 
 
+def dense_level_stats(features: torch.Tensor) -> torch.Tensor:
+    """`level_stats` of segment features `[B, S, n_mels, frames]` whose segments are all valid, branch-free in the
+    input's shape (percentiles from one sort, interpolated as torch.quantile does), so that it exports to ONNX."""
+    energy = frame_energy_db(features).flatten(1)                              # [B, S * frames]
+    ranked = torch.sort(energy, dim=1).values
+    pos = torch.tensor([0.10, 0.50, 0.95], dtype=energy.dtype) * (energy.shape[1] - 1)
+    below = pos.floor()
+    low, high = ranked.index_select(1, below.long()), ranked.index_select(1, pos.ceil().long())
+    q = low + (high - low) * (pos - below)                                    # [B, 3]: p10, p50, p95
+    std = (energy - energy.mean(dim=1, keepdim=True)).square().mean(dim=1).sqrt()
+    p10, p50, p95 = q[:, 0], q[:, 1], q[:, 2]
+    return torch.stack([p95 - p10, p95 - p50, p50 - p10, std], dim=1)
+
+
 def clip_context(name: str, features: torch.Tensor, segment_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The named clip context `[B, context_size(name)]` of segment features `[B, S, n_mels, frames]`
     (`segment_mask` `[B, S]` marks the valid segments; None: all of them)."""

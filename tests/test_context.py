@@ -9,7 +9,7 @@ import torch
 
 from mark2_lib import audio
 from mark2_lib.config import ModelConfig, audio_config
-from mark2_lib.context import clip_context, context_size, frame_energy_db, level_stats
+from mark2_lib.context import clip_context, context_size, dense_level_stats, frame_energy_db, level_stats
 from mark2_lib.models import ClipClassifier, WaveformClassifier
 from mark2_lib.run_folders import load_classifier
 from mark2_lib.timing import macs_per_second
@@ -34,6 +34,17 @@ def padded_batch(seed: int = 0):
     mask = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
     feats[~mask] = 1e4
     return feats, mask
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 6, 7), (2, 3, 32, 51), (1, 5, 4, 1)])
+def test_dense_level_stats_match_the_numpy_reference_and_level_stats(shape):
+    """The export graph's branch-free statistics (one sort): the numpy reference per clip, and `level_stats`
+    with every segment valid, up to float rounding."""
+    feats = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)), dtype=torch.float64) * 15 - 40
+    got = dense_level_stats(feats)
+    want = np.stack([reference_level_stats(clip.numpy()) for clip in feats])
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(got, level_stats(feats, torch.ones(shape[:2], dtype=torch.bool)), rtol=1e-10, atol=1e-9)
 
 
 def test_level_stats_match_the_numpy_reference_and_ignore_padding():
@@ -220,13 +231,11 @@ def test_predict_runs_each_files_head_as_soon_as_its_segments_are_encoded(tmp_pa
     assert max(holding) <= 2, holding  # the file whose head runs, and at most the one being read
 
 
-def test_onnx_export_refuses_a_clip_context_model_and_torchscript_keeps_it(tmp_path):
+def test_torchscript_export_keeps_the_clip_context(tmp_path):
     from mark2_lib.inference.export import export_run
 
     model = make_model()
     run = save_run(tmp_path, model)
-    with pytest.raises(ValueError, match="ONNX export has no clip context"):
-        export_run(run, tmp_path / "student.onnx")
     ts = torch.jit.load(str(export_run(run, tmp_path / "student.ts")))
     waves = 0.1 * torch.randn(1, 20000, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

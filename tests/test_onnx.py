@@ -1,6 +1,7 @@
 """Tests for the ONNX export (mark2_lib.inference.onnx_export, onnx_graph) and ONNX Runtime inference
 (onnx_model, `mark2 predict model.onnx`), against the PyTorch model of two runs trained on the tiny data:
-the student's front end (clip framing) with attention pooling, and the per-segment one with max pooling.
+the student's front end (clip framing) with attention pooling, the per-segment one with max pooling, and the
+student's with the whole clip's level statistics (clip context).
 
 Every test needs the `onnx` extra. Without it every test skips, saying how to install it, except under CI
 ($CI 1/true/yes, which .ci/run sets), where each one fails instead: CI installs the extra.
@@ -42,8 +43,9 @@ def _onnx_extra():
 
 @pytest.fixture(scope="module")
 def runs(tiny_data, tmp_path_factory):
-    """Two runs trained for one epoch on the tiny data: "clip" (the student's front end, attention pooling) and
-    "segment" (AudioConfig(): per-segment framing, max pooling), each with its ONNX export."""
+    """Three runs trained for one epoch on the tiny data: "clip" (the student's front end, attention pooling),
+    "segment" (AudioConfig(): per-segment framing, max pooling) and "context" (as "clip", with the whole clip's
+    level statistics, `clip_context="level_stats"`), each with its ONNX export."""
     manifest, features, audio_cfg = tiny_data
     root = tmp_path_factory.mktemp("onnx_runs")
     student_audio = audio_config("student")
@@ -51,11 +53,13 @@ def runs(tiny_data, tmp_path_factory):
     cfg = TrainConfig(alpha=0.0, epochs=1, lr=1e-2, batch_size=8, seed=0, progress=False)
     small = dict(stem_channels=8, channels=(12, 16), head_hidden=16)
     out = {}
-    for name, audio, feats, pooling in (("clip", student_audio, student_features, "attention"),
-                                        ("segment", audio_cfg, features, "max")):
+    for name, audio, feats, pooling, context in (("clip", student_audio, student_features, "attention", "none"),
+                                                 ("segment", audio_cfg, features, "max", "none"),
+                                                 ("context", student_audio, student_features, "attention",
+                                                  "level_stats")):
         run_dir = root / name
-        train_run(run_dir, Dataset(manifest, feats), cfg, audio, model_config("student", pooling=pooling, **small),
-                  resume=False)
+        model_cfg = model_config("student", pooling=pooling, clip_context=context, **small)
+        train_run(run_dir, Dataset(manifest, feats), cfg, audio, model_cfg, resume=False)
         out[name] = (run_dir, onnx_export.export_onnx(run_dir, root / f"{name}.onnx"))
     return out
 
@@ -90,7 +94,7 @@ def test_the_factored_log_mel_equals_the_fft_front_end(n_fft, win_length, hop_le
     assert float((got - want).abs().max()) < 1e-4 and float((got - want).abs().mean()) < 5e-6  # dB
 
 
-@pytest.mark.parametrize("name", ["clip", "segment"])
+@pytest.mark.parametrize("name", ["clip", "segment", "context"])
 def test_onnx_runtime_matches_pytorch_on_the_test_data(runs, waves, name):
     """Every tiny-data clip cut to lengths shorter than a segment, one and two segments exactly, and odd lengths
     (each in batches of 8 and of 1): clip p_noise within 1e-4, the same number of segments."""
@@ -111,7 +115,7 @@ def test_onnx_runtime_matches_pytorch_on_the_test_data(runs, waves, name):
         assert np.ptp(p_noise(model(waves))) > 0.01
 
 
-@pytest.mark.parametrize("name", ["clip", "segment"])
+@pytest.mark.parametrize("name", ["clip", "segment", "context"])
 def test_predict_with_the_onnx_file_gives_the_run_folders_csv(runs, tiny_data, tmp_path, name):
     """`mark2 predict model.onnx` against `mark2 predict RUN_DIR`: same rows, labels, segment counts and error
     rows, p_noise within 1e-4; on the serial engine and on worker processes."""
@@ -144,10 +148,12 @@ def test_predict_with_the_onnx_file_gives_the_run_folders_csv(runs, tiny_data, t
         assert np.abs(seg_got["p_noise"] - seg_want["p_noise"]).max() <= TOLERANCE
 
 
-def test_streamed_onnx_scoring_equals_one_graph_run_on_the_whole_file(runs, tmp_path):
+@pytest.mark.parametrize("name", ["clip", "context"])
+def test_streamed_onnx_scoring_equals_one_graph_run_on_the_whole_file(runs, tmp_path, name):
     """A file read in small blocks and scored 3 segments per graph run: the segment logits of the whole file
-    in one run, up to float rounding (chunks overlap by a segment, so no frame sees a chunk's edge)."""
-    _, path = runs["clip"]
+    in one run, up to float rounding (chunks overlap by a segment, so no frame sees a chunk's edge). A
+    clip-context model reads the whole file's statistics, so it is scored in one run after the blocks are read."""
+    _, path = runs[name]
     onnx_model = OnnxClassifier(path)
     gen = np.random.default_rng(3)
     x = (gen.standard_normal(16000 * 9 + 555) * np.repeat(gen.uniform(0.01, 0.5, 10), 16000)[:16000 * 9 + 555])
@@ -161,6 +167,9 @@ def test_streamed_onnx_scoring_equals_one_graph_run_on_the_whole_file(runs, tmp_
     np.testing.assert_allclose(pooled, clip[0], atol=1e-5)
     clips, _ = predict_paths(path, [tmp_path / "long.wav"], progress=False, block_frames=7000, batch_size=2)
     assert clips["p_noise"][0] == pytest.approx(p_noise(clip)[0], abs=1e-5)
+    if name == "context":  # the clip's other segments move a segment's logits: chunks would not do
+        _, first, _ = onnx_model(x[None, :16000].astype(np.float32))
+        assert np.abs(first[0, 0] - want_seg[0, 0]).max() > 1e-3
 
 
 def test_metadata_round_trips(runs):

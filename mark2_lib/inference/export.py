@@ -31,12 +31,7 @@ def export_format(out_path, fmt: str | None = None) -> str:
 def export_run(run_dir, out_path, fmt: str | None = None) -> Path:
     """Export the run to `out_path` as TorchScript or ONNX (`export_format`); returns the path."""
     if export_format(out_path, fmt) == "onnx":
-        context = load_classifier(run_dir).model.clip_context
-        if context != "none":  # the ONNX graph scores segments on their own
-            raise ValueError(f"{run_dir}: ONNX export has no clip context (clip_context={context!r}); "
-                             "export it as TorchScript")
         from .onnx_export import export_onnx
-
 
         return export_onnx(run_dir, out_path)
     return export_torchscript(run_dir, out_path)

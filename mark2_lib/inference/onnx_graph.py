@@ -6,7 +6,9 @@ copies. Exported with dynamic shapes, such code is fixed to the branches of the 
 with. `ExportGraph` computes the same function without a branch on the input's size: the clip is
 zero-padded to whole segments and reflect-padded by n_fft // 2 (as `LogMel`) in one concatenation,
 frames are cut by reshaping, segments gathered by index, and each segment goes through the fused
-encoder as a plain batch (`Encoder.forward`'s layers, the stem as its convolution).
+encoder as a plain batch (`Encoder.forward`'s layers, the stem as its convolution). A model with a clip
+context (`ModelConfig.clip_context`) reads the statistics of all its input's frames (`context.dense_level_stats`),
+so each graph run is one whole clip to it.
 
 The log-mel is a factored real DFT in a few matrix products (`onnx_stft.FactoredLogMel`): ONNX's DFT
 operator exports, but ONNX Runtime's CPU kernel for it took two thirds of the student's time.
@@ -20,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..context import dense_level_stats
 from ..models import WaveformClassifier
 from .onnx_stft import FactoredLogMel
 
@@ -34,6 +37,9 @@ class ExportGraph(nn.Module):
             raise ValueError("ExportGraph takes a fused WaveformClassifier (load_classifier returns one)")
         cfg = model.audio
         self.encoder, self.head, self.pooling = model.model.encoder, model.model.head, model.model.pooling
+        if model.model.clip_context not in ("none", "level_stats"):
+            raise ValueError(f"ExportGraph has no clip context {model.model.clip_context!r}")
+        self.clip_context = model.model.clip_context != "none"
         self.clip_framing = cfg.framing == "clip"
         self.segment_samples, self.hop_samples = cfg.segment_samples, cfg.hop_samples
         self.n_fft, self.hop_length, self.n_frames = cfg.n_fft, cfg.hop_length, cfg.n_frames
@@ -53,7 +59,12 @@ class ExportGraph(nn.Module):
             idx = torch.arange(s).unsqueeze(1) * hop + torch.arange(win)
             x = self.log_mel(F.pad(wave, (0, zeros)).index_select(1, idx.reshape(-1)).reshape(b * s, win), 0)
             x = x[:, :self.n_frames]
-        logits, emb = self.segment_forward(x.transpose(1, 2))           # [B * S, n_mels, n_frames] in
+        x = x.transpose(1, 2)                                           # [B * S, n_mels, n_frames]
+        context = None
+        if self.clip_context:  # the whole clip's level statistics, from every segment's frames (context.py)
+            stats = dense_level_stats(x.reshape(b, s, x.shape[1], x.shape[2]))          # [B, K]
+            context = stats.unsqueeze(1).expand(b, s, stats.shape[1]).reshape(b * s, stats.shape[1])
+        logits, emb = self.segment_forward(x, context)
         seg = logits.reshape(b, s, logits.shape[-1])
         attention = self.head.attention
         if attention is not None:
@@ -88,12 +99,16 @@ class ExportGraph(nn.Module):
         blocks = x.reshape(x.shape[0], n_frames + q, h)
         return blocks if q == 1 else torch.cat([blocks[:, j:j + n_frames + 1] for j in range(q)], dim=2)
 
-    def segment_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel segments `[N, n_mels, frames]` -> (logits `[N, C]`, embeddings `[N, D]`), as
-        `ClipClassifier.segment_forward` on the fused encoder, with the stem as its convolution."""
+    def segment_forward(self, x: torch.Tensor, context: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel segments `[N, n_mels, frames]` (+ their clips' context `[N, K]`) -> (logits `[N, C]`, embeddings
+        `[N, D]`, the context joined in), as `ClipClassifier.segment_forward` on the fused encoder, with the stem
+        as its convolution."""
         enc = self.encoder
         if enc.level_norm:
             x = x - x.mean(dim=(1, 2), keepdim=True)
         x = enc.stem(enc.input_norm(x).unsqueeze(1))  # fused conv, Identity (its folded BatchNorm), ReLU
         emb = enc.pool_map(enc.blocks(x)).flatten(1)
+        if context is not None:
+            emb = self.head.join(emb, context)
         return self.head(emb), emb

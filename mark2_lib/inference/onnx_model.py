@@ -10,7 +10,9 @@ mark2_export (the layout's version) and mark2_config (the run's config.json).
 block (`stream.stream_samples`) and the graph is run on chunks of whole segments, each with the segment
 before it, whose output is dropped, so that every kept segment's frames see the samples they see in the
 whole clip; at the clip's end the graph pads the last chunk as it pads a whole clip. Segment logits
-are then pooled as the model pools them.
+are then pooled as the model pools them. A model with a clip context (`ModelConfig.clip_context`) judges
+each segment beside statistics of the whole file, so it gets the whole file in one graph run: read block
+by block, then scored (memory grows with the file: about 0.8 GB more for one hour at 16 kHz).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def is_onnx_file(path) -> bool:
 
 class OnnxClassifier:
     """A mark2 ONNX export loaded into ONNX Runtime (CPU): `audio`, `sample_rate`, `classes`, `version`,
-    `pooling`; called on a waveform batch it returns the graph's three outputs as numpy arrays."""
+    `pooling`, `clip_context`; called on a waveform batch it returns the graph's three outputs as numpy arrays."""
 
     def __init__(self, path, threads: int | None = None, model_bytes: bytes | None = None):
         """Load `path` (or `model_bytes`, then `path` only names it in messages). DataError naming the file
@@ -76,7 +78,8 @@ class OnnxClassifier:
         try:
             config = json.loads(meta["mark2_config"])
             self.audio = AudioConfig.from_dict(config["audio"])
-            self.pooling = ModelConfig.from_dict(config["model"]).pooling
+            model_cfg = ModelConfig.from_dict(config["model"])
+            self.pooling, self.clip_context = model_cfg.pooling, model_cfg.clip_context
             self.sample_rate, self.classes = int(meta["sample_rate"]), tuple(json.loads(meta["classes"]))
             self.version = meta["mark2_version"]
         except (KeyError, TypeError, ValueError) as e:
@@ -100,9 +103,12 @@ class OnnxClassifier:
     def stream_file(self, path, batch_size: int = 64, block_frames: int = BLOCK_FRAMES,
                     on_block=None, on_samples=None) -> tuple[np.ndarray, np.ndarray, int]:
         """One file's (segment logits `[S, 2]`, segment scores `[S]`, length in samples at the run's rate), read
-        block by block and scored `batch_size` segments per graph run (plus the one before them, dropped).
-        DataError naming the file when it cannot be read (as `stream.stream_samples`)."""
+        block by block and scored `batch_size` segments per graph run (plus the one before them, dropped); with a
+        clip context, the whole file in one run. DataError naming the file when it cannot be read (as
+        `stream.stream_samples`)."""
         cfg = self.audio
+        if self.clip_context != "none":
+            return self.whole_file(path, block_frames, on_block, on_samples)
         win, hop = cfg.segment_samples, cfg.hop_samples
         if cfg.context > hop:
             raise ValueError(f"{self.path}: n_fft // 2 = {cfg.context} exceeds the segment hop {hop}: "
@@ -138,3 +144,17 @@ class OnnxClassifier:
             run(chunk, lo, end)
             done = end
         return np.concatenate(logits), np.concatenate(scores), n
+
+    def whole_file(self, path, block_frames: int = BLOCK_FRAMES, on_block=None, on_samples=None
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+        """`stream_file` for a clip-context model: the file read block by block, then scored in one graph run."""
+        samples = stream_samples(path, self.audio, block_frames, on_block, on_samples)
+        blocks = []
+        while True:
+            try:
+                blocks.append(next(samples))
+            except StopIteration as stop:
+                n = stop.value
+                break
+        _, seg, scores = self(np.concatenate(blocks or [np.zeros(0, np.float32)])[None])
+        return seg[0], scores[0], n

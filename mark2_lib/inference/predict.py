@@ -12,7 +12,8 @@ each file's segment logits are then pooled with the model's own pooling. For a f
 sample rate the result equals `load_classifier(run)(load_audio(path)[None])` up to float rounding.
 A model with a clip context (`ModelConfig.clip_context`) runs its encoder in those batches and its head
 on each file once the file has ended, so it holds a file's segment features until then (about 10 KB
-per second of audio for the student); the ONNX path has no clip context.
+per second of audio for the student); through ONNX Runtime, such a model reads each whole file in one graph run
+(`OnnxClassifier.whole_file`).
 """
 from __future__ import annotations
 
