@@ -93,7 +93,7 @@ REAL_PARAMS := -p data_dir=data/real/clips -p teacher=dnsmos -p dnsmos_segments=
 	-p alpha=1.0 -p temperature=1.0 -p default_alpha=1.0 -p default_temperature=1.0 \
 	-p 'alphas=[0,0.5,0.7,1]' -p 'temperatures=[1,4]' \
 	-p run_name=real/student -p sweep_name=real/sweep -p compare_name=real/compare -p export_path=runs/real/student.ts
-# Notebook 02 scores the 2,100 clips with DNSMOS in one cell: about 7 minutes on 2 fast cores, 25 on a
+# Notebook 02 scores the 2,100 clips with DNSMOS in one cell: 4-7 minutes on 2 fast cores, 25 on a
 # slower 2-core machine (docs/real-corpus.md#timings), longer than CELL_TIMEOUT allows a cell.
 REAL_CELL_TIMEOUT ?= 3600
 workbook-real: data-real setup-dnsmos
